@@ -1,0 +1,1 @@
+//! The replicated store (filled in by the storage work).

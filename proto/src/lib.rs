@@ -1,0 +1,1 @@
+//! Generated gRPC code for flagraft (filled in by the proto work).

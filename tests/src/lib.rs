@@ -1,0 +1,1 @@
+//! Helpers for cluster tests: start, stop and wait for real node processes.
