@@ -3,3 +3,4 @@
 
 pub mod digest;
 pub mod entity;
+pub mod protocol;
