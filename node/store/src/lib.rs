@@ -1,1 +1,156 @@
-//! The replicated store (filled in by the storage work).
+//! flagraft's replicated store: the Raft log, vote and state machine on sled (openraft 0.9,
+//! storage-v2).
+//!
+//! # On-disk layout
+//!
+//! `open(dir, ..)` keeps one sled database in `<dir>/sled`. Three trees:
+//!
+//! ```text
+//! default tree      identity              -> bincode Identity {node_id, cluster}
+//! "raft_log"        e <index:u64 BE>      -> bincode openraft Entry
+//!                   m:vote                -> bincode Vote
+//!                   m:committed           -> bincode Option<LogId>
+//!                   m:purged              -> bincode Option<LogId>
+//! "state_machine"   a                     -> bincode Option<LogId>  (last applied)
+//!                   b                     -> bincode StoredMembership
+//!                   n <project name>      -> bincode ProjectMeta {incarnation, version, digest,
+//!                                            commit_time_ms, oldest_retained}
+//!                   x <inc> <kind:u8> <entity name>  -> 32-byte entity hash ++ body JSON
+//!                   v <inc> <version:u64 BE>         -> bincode VersionRecord
+//!                   r <inc> <request id>             -> bincode {version, digest, commit time}
+//!                   q <inc> <version:u64 BE>         -> request id
+//! ```
+//!
+//! `<inc>` is the project's incarnation (u64 BE): 0 for `default`, log index + 1 of the
+//! `CreateProject` entry otherwise, so a deleted and re-created project never sees old keys.
+//! Entity bodies travel and rest as JSON text (bincode cannot decode `serde_json::Value`).
+//!
+//! # Semantics (see also the types)
+//!
+//! - `default` exists from the first open (version 0, empty) and cannot be deleted.
+//! - Every applied `Commit` advances its project's version by one. Order of checks: unknown
+//!   project, duplicate request id (answers the first commit's version/digest/time with
+//!   `duplicate: true`, commits nothing), expected version (`Conflict`), delta validity
+//!   (`Rejected`: a key twice, an empty name, delete of a missing entity).
+//! - Commit time = max(previous commit time, proposed time); a project's creation time counts as
+//!   its first "previous".
+//! - Digest: `flagraft_client::digest` (sum of per-entity SHA-256 mod 2^256), updated by
+//!   subtracting the old hash and adding the new one; per-entity hashes are stored next to the
+//!   bodies, so a commit hashes only the entities it upserts.
+//! - Idempotency window: request ids of the last [`REQUEST_ID_WINDOW`] versions of a project.
+//!   It is a constant (not config) because it decides outcomes: every node must agree.
+//! - History: records of the last `StoreConfig::history_limit` versions (node-local, at least
+//!   1); older ones are removed as new versions are applied. The current ruleset is never
+//!   compacted. A snapshot carries the retained history; if records are compacted while a
+//!   snapshot is being built, it carries the shorter contiguous run ending at the head.
+//!
+//! # Cost of a commit
+//!
+//! O(changed entities · log n): the in-memory ruleset is a persistent map (`imbl::OrdMap`)
+//! shared with readers, so apply clones nothing big; sled receives only the changed entities,
+//! one record, the project head and at most a few compaction removals.
+//!
+//! # Crash safety
+//!
+//! - Log: `append` writes entries to sled, then a flusher task runs `flush_async` and only after
+//!   it returns calls openraft's callback (one flush serves every append written before it).
+//!   `save_vote` and `truncate` flush before returning. `purge` writes its marker and removals in
+//!   one atomic batch.
+//! - State machine: each `apply` call writes all its effects (entities, records, request ids,
+//!   project heads, last applied, membership) in ONE atomic sled batch of one tree, then swaps the
+//!   in-memory view. It is not flushed per apply: after a crash sled recovers a prefix of its
+//!   writes (batches are atomic), so the state machine is at some earlier last-applied with
+//!   matching state, and openraft re-applies the rest from the durable log (committed index is
+//!   saved too). Log entries above that point can only be purged after a snapshot, and
+//!   `build_snapshot` flushes sled before it reports the snapshot, `install_snapshot` flushes
+//!   before it returns: the state machine is always durable past any purged log index.
+//! - Snapshots are kept in memory only; after a restart openraft rebuilds one from the state
+//!   machine if logs were purged.
+//! - `open` never deletes anything: an unreadable dir or a dir of another node/cluster is an
+//!   error naming the dir.
+//!
+//! # API changes (relative to the store contract)
+//!
+//! - `RulesetSnapshot::entities` is an [`EntityMap`] (`imbl::OrdMap<EntityKey, Arc<Value>>`,
+//!   re-exported as [`imbl`]); `RulesetSnapshot::to_entities()` gives owned entities.
+//! - `AppliedChange::SnapshotInstalled { last_applied }`: the state was replaced by a leader's
+//!   snapshot; subscribers must resync every project from `ruleset()`.
+//! - `StoreConfig` has more fields (all with defaults); `StateMachineStore::flush()` and `dir()`.
+//! - `Commit` bodies serialize as JSON text inside the serde representation (works with bincode).
+
+mod codec;
+mod error;
+mod keys;
+mod log_store;
+mod state;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::StoreError;
+pub use imbl;
+pub use log_store::LogStore;
+pub use state::{SnapshotBuilder, StateMachineStore, DEFAULT_PROJECT, MAX_PROJECT_NAME_BYTES};
+pub use types::*;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+/// How many versions back a request id is remembered for idempotency (per project).
+pub const REQUEST_ID_WINDOW: u64 = 10_000;
+
+/// Opens (creating if new) the store in `dir`. Refuses, with an error naming the dir, a dir that
+/// belongs to another node id or cluster, or that sled cannot open. Never wipes anything.
+/// Must be called inside a tokio runtime.
+pub async fn open(
+    dir: &Path,
+    identity: &Identity,
+    config: StoreConfig,
+) -> Result<(LogStore, StateMachineStore), StoreError> {
+    let open_err = |reason: String| StoreError::Open {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+    let sled_config = sled::Config::new()
+        .path(dir.join("sled"))
+        .cache_capacity(config.cache_capacity_bytes);
+    // sled may panic on some corrupt files; that must become an error naming the dir.
+    let db = match catch_unwind(AssertUnwindSafe(|| sled_config.open())) {
+        Ok(Ok(db)) => db,
+        Ok(Err(e)) => return Err(open_err(e.to_string())),
+        Err(_) => return Err(open_err("sled panicked while recovering it".to_string())),
+    };
+    check_identity(&db, dir, identity).await?;
+    let log = LogStore::new(
+        db.clone(),
+        config.max_log_read_bytes,
+        config.max_log_read_entries,
+    )?;
+    let sm = StateMachineStore::open(db, dir, config).await?;
+    Ok((log, sm))
+}
+
+async fn check_identity(db: &sled::Db, dir: &Path, identity: &Identity) -> Result<(), StoreError> {
+    match db.get(keys::IDENTITY)? {
+        Some(raw) => {
+            let stored: Identity = codec::decode(&raw).map_err(|e| StoreError::Corrupt {
+                dir: dir.to_path_buf(),
+                what: format!("identity record: {e}"),
+            })?;
+            if &stored != identity {
+                return Err(StoreError::IdentityMismatch {
+                    dir: dir.to_path_buf(),
+                    stored,
+                    expected: identity.clone(),
+                });
+            }
+        }
+        None => {
+            db.insert(keys::IDENTITY, codec::encode(identity)?)?;
+            db.flush_async().await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,296 @@
+//! The Raft log and vote on sled.
+//!
+//! Appends are written to sled at once (so readers see them) and acknowledged by a flusher task
+//! that calls `flush_async` and only then fires the callbacks: every append whose write preceded
+//! a flush is covered by it, so concurrent appends share one fsync (group commit) and the Raft
+//! core can replicate to followers while the local disk syncs.
+
+// openraft's StorageError is large and fixed by the trait; helpers return it as the trait does.
+#![allow(clippy::result_large_err)]
+
+use crate::codec;
+use crate::keys;
+use crate::types::{LogId, StorageError, TypeConfig};
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{Entry, StorageIOError, Vote};
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+type Vote64 = Vote<crate::NodeId>;
+
+/// The Raft log store; cheap to clone (the clone is also the log reader).
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    tree: sled::Tree,
+    flush_tx: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+    max_read_bytes: usize,
+    max_read_entries: usize,
+}
+
+impl LogStore {
+    /// Must be called inside a tokio runtime: it spawns the flusher task.
+    pub(crate) fn new(
+        db: sled::Db,
+        max_read_bytes: usize,
+        max_read_entries: usize,
+    ) -> Result<Self, sled::Error> {
+        let tree = db.open_tree(keys::LOG_TREE)?;
+        let (flush_tx, flush_rx) = mpsc::unbounded_channel();
+        tokio::spawn(run_flusher(db.clone(), flush_rx));
+        Ok(LogStore {
+            inner: Arc::new(Inner {
+                db,
+                tree,
+                flush_tx,
+                max_read_bytes: max_read_bytes.max(1),
+                max_read_entries: max_read_entries.max(1),
+            }),
+        })
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
+        let raw = self
+            .inner
+            .tree
+            .get(key)
+            .map_err(|e| StorageIOError::read_logs(&e))?;
+        match raw {
+            None => Ok(None),
+            Some(raw) => codec::decode(&raw)
+                .map(Some)
+                .map_err(|e| StorageIOError::read_logs(&e).into()),
+        }
+    }
+
+    fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.read_meta::<Option<LogId>>(keys::PURGED)?.flatten())
+    }
+
+    fn read_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+        limited: bool,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        let to_key = |b: Bound<u64>| match b {
+            Bound::Included(i) => Bound::Included(keys::log_entry(i)),
+            Bound::Excluded(i) => Bound::Excluded(keys::log_entry(i)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let start = match to_key(start) {
+            Bound::Unbounded => Bound::Included(keys::log_entry(0)),
+            b => b,
+        };
+        let end = match to_key(end) {
+            Bound::Unbounded => Bound::Included(keys::log_entry(u64::MAX)),
+            b => b,
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for item in self.inner.tree.range::<[u8; 9], _>((start, end)) {
+            let (_, raw) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+            if limited
+                && !out.is_empty()
+                && (bytes + raw.len() > self.inner.max_read_bytes
+                    || out.len() >= self.inner.max_read_entries)
+            {
+                break;
+            }
+            bytes += raw.len();
+            let entry: Entry<TypeConfig> =
+                codec::decode(&raw).map_err(|e| StorageIOError::read_logs(&e))?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    async fn flush(&self) -> Result<(), sled::Error> {
+        self.inner.db.flush_async().await.map(|_| ())
+    }
+}
+
+async fn run_flusher(db: sled::Db, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+    while let Some(first) = rx.recv().await {
+        let mut waiting = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            waiting.push(more);
+        }
+        let result = db.flush_async().await;
+        for callback in waiting {
+            let outcome = match &result {
+                Ok(_) => Ok(()),
+                Err(e) => Err(io::Error::other(e.to_string())),
+            };
+            callback.log_io_completed(outcome);
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        self.read_range(
+            range.start_bound().cloned(),
+            range.end_bound().cloned(),
+            false,
+        )
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        self.read_range(Bound::Included(start), Bound::Excluded(end), true)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id = self.last_purged()?;
+        let last = self
+            .inner
+            .tree
+            .range(keys::log_entry(0)..=keys::log_entry(u64::MAX))
+            .next_back()
+            .transpose()
+            .map_err(|e| StorageIOError::read_logs(&e))?;
+        let last_log_id = match last {
+            Some((_, raw)) => {
+                let entry: Entry<TypeConfig> =
+                    codec::decode(&raw).map_err(|e| StorageIOError::read_logs(&e))?;
+                Some(entry.log_id)
+            }
+            None => last_purged_log_id,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote64) -> Result<(), StorageError> {
+        let raw = codec::encode(vote).map_err(|e| StorageIOError::write_vote(&e))?;
+        self.inner
+            .tree
+            .insert(keys::VOTE, raw)
+            .map_err(|e| StorageIOError::write_vote(&e))?;
+        self.flush()
+            .await
+            .map_err(|e| StorageIOError::write_vote(&e))?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote64>, StorageError> {
+        self.read_meta(keys::VOTE)
+    }
+
+    /// Not flushed by itself: it rides on the next append's flush. A stale value is harmless
+    /// (it only says less is committed than really is).
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        let raw = codec::encode(&committed).map_err(|e| StorageIOError::write_logs(&e))?;
+        self.inner
+            .tree
+            .insert(keys::COMMITTED, raw)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.read_meta::<Option<LogId>>(keys::COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            let raw = codec::encode(&entry)
+                .map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
+            batch.insert(&keys::log_entry(entry.log_id.index), raw);
+        }
+        self.inner
+            .tree
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        if let Err(returned) = self.inner.flush_tx.send(callback) {
+            // The flusher is gone (runtime shutting down): flush inline instead.
+            let outcome = self
+                .flush()
+                .await
+                .map_err(|e| io::Error::other(e.to_string()));
+            returned.0.log_io_completed(outcome);
+        }
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for item in self
+            .inner
+            .tree
+            .range(keys::log_entry(log_id.index)..=keys::log_entry(u64::MAX))
+            .keys()
+        {
+            batch.remove(item.map_err(|e| StorageIOError::write_logs(&e))?);
+        }
+        self.inner
+            .tree
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        // Rare; flushing keeps a truncated suffix from reappearing after a crash.
+        self.flush()
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+
+    /// Marker and deletion in one atomic batch. Not flushed: if lost in a crash, the entries
+    /// reappear below a state machine that was made durable before any purge, which is harmless.
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        let marker = codec::encode(&Some(log_id)).map_err(|e| StorageIOError::write_logs(&e))?;
+        batch.insert(keys::PURGED, marker);
+        for item in self
+            .inner
+            .tree
+            .range(keys::log_entry(0)..=keys::log_entry(log_id.index))
+            .keys()
+        {
+            batch.remove(item.map_err(|e| StorageIOError::write_logs(&e))?);
+        }
+        self.inner
+            .tree
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,281 @@
+//! Deterministic application of one command: updates the in-memory view and records the matching
+//! sled writes in the caller's batch. No clock, no randomness, no config that changes outcomes.
+
+use super::model::{ProjectMeta, ProjectState, RequestEntry, SmView, DEFAULT_PROJECT};
+use crate::codec::{self, CodecError};
+use crate::keys;
+use crate::types::{AppliedChange, Command, CommandOutcome, CommitCommand, VersionRecord};
+use crate::REQUEST_ID_WINDOW;
+use flagraft_client::digest::{entity_key_hash, RulesetDigest};
+use flagraft_client::entity::EntityKey;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// Longest accepted project name, in bytes.
+pub const MAX_PROJECT_NAME_BYTES: usize = 128;
+
+/// Where one apply call collects its effects.
+pub struct ApplyCtx<'a> {
+    pub batch: &'a mut sled::Batch,
+    pub changes: &'a mut Vec<AppliedChange>,
+    /// Node-local: only decides which old records are dropped, never an outcome.
+    pub history_limit: u64,
+}
+
+pub fn apply_command(
+    view: &mut SmView,
+    command: Command,
+    log_index: u64,
+    ctx: &mut ApplyCtx<'_>,
+) -> Result<CommandOutcome, CodecError> {
+    match command {
+        Command::Commit(commit) => apply_commit(view, commit, ctx),
+        Command::CreateProject { name, time_ms } => {
+            create_project(view, name, time_ms, log_index, ctx)
+        }
+        Command::DeleteProject { name, .. } => delete_project(view, name, ctx),
+    }
+}
+
+fn apply_commit(
+    view: &mut SmView,
+    cmd: CommitCommand,
+    ctx: &mut ApplyCtx<'_>,
+) -> Result<CommandOutcome, CodecError> {
+    let Some(current) = view.projects.get(&cmd.project) else {
+        return Ok(CommandOutcome::UnknownProject {
+            project: cmd.project,
+        });
+    };
+    // A retry is answered before the version check: the retry of a commit that succeeded would
+    // otherwise see its own version as a conflict.
+    if let Some(first) = cmd
+        .request_id
+        .as_ref()
+        .and_then(|id| current.requests.get(id))
+    {
+        return Ok(CommandOutcome::Committed {
+            project: cmd.project,
+            version: first.version,
+            digest: first.digest,
+            commit_time_ms: first.commit_time_ms,
+            duplicate: true,
+        });
+    }
+    if let Some(expected) = cmd.expected_version {
+        if expected != current.meta.version {
+            return Ok(CommandOutcome::Conflict {
+                project: cmd.project,
+                current_version: current.meta.version,
+            });
+        }
+    }
+    if let Some(reason) = invalid_delta(current, &cmd) {
+        return Ok(CommandOutcome::Rejected { reason });
+    }
+
+    let mut p = ProjectState::clone(current);
+    let inc = p.meta.incarnation;
+    let version = p.meta.version + 1;
+    let commit_time_ms = p.meta.commit_time_ms.max(cmd.proposed_time_ms);
+
+    for e in &cmd.upserts {
+        let hash = entity_key_hash(&e.key, &e.body);
+        if let Some(old) = p.hashes.insert(e.key.clone(), hash) {
+            p.meta.digest.remove(&old);
+        }
+        p.meta.digest.add(&hash);
+        p.entities.insert(e.key.clone(), Arc::new(e.body.clone()));
+        ctx.batch
+            .insert(keys::entity(inc, &e.key), entity_value(&hash, &e.body)?);
+    }
+    for key in &cmd.deletes {
+        if let Some(old) = p.hashes.remove(key) {
+            p.meta.digest.remove(&old);
+        }
+        p.entities.remove(key);
+        ctx.batch.remove(keys::entity(inc, key));
+    }
+
+    let record = VersionRecord {
+        version,
+        author: cmd.author,
+        message: cmd.message,
+        commit_time_ms,
+        request_id: cmd.request_id,
+        upserts: cmd.upserts,
+        deletes: cmd.deletes,
+        digest: p.meta.digest,
+    };
+    ctx.batch
+        .insert(&keys::version(inc, version), codec::encode(&record)?);
+
+    remember_request(&mut p, &record, ctx)?;
+    compact_history(&mut p, version, ctx.history_limit, ctx.batch);
+
+    p.meta.version = version;
+    p.meta.commit_time_ms = commit_time_ms;
+    ctx.batch
+        .insert(keys::project(&cmd.project), codec::encode(&p.meta)?);
+    let digest = p.meta.digest;
+    view.projects.insert(cmd.project.clone(), Arc::new(p));
+    ctx.changes.push(AppliedChange::Version {
+        project: cmd.project.clone(),
+        record: Arc::new(record),
+    });
+    Ok(CommandOutcome::Committed {
+        project: cmd.project,
+        version,
+        digest,
+        commit_time_ms,
+        duplicate: false,
+    })
+}
+
+/// Why a delta cannot be applied, if it cannot.
+fn invalid_delta(p: &ProjectState, cmd: &CommitCommand) -> Option<String> {
+    let mut seen: BTreeSet<&EntityKey> = BTreeSet::new();
+    for key in cmd.upserts.iter().map(|e| &e.key).chain(&cmd.deletes) {
+        if key.name.is_empty() {
+            return Some(format!("a {} with an empty name", key.kind));
+        }
+        if !seen.insert(key) {
+            return Some(format!("{key} appears more than once in the commit"));
+        }
+    }
+    cmd.deletes
+        .iter()
+        .find(|key| !p.entities.contains_key(*key))
+        .map(|key| format!("delete of {key}, which does not exist"))
+}
+
+fn remember_request(
+    p: &mut ProjectState,
+    record: &VersionRecord,
+    ctx: &mut ApplyCtx<'_>,
+) -> Result<(), CodecError> {
+    let inc = p.meta.incarnation;
+    if let Some(id) = &record.request_id {
+        let entry = RequestEntry {
+            version: record.version,
+            digest: record.digest,
+            commit_time_ms: record.commit_time_ms,
+        };
+        p.requests.insert(id.clone(), entry);
+        p.request_versions.insert(record.version, id.clone());
+        ctx.batch
+            .insert(keys::request(inc, id), codec::encode(&entry)?);
+        ctx.batch.insert(
+            &keys::request_by_version(inc, record.version),
+            id.as_bytes(),
+        );
+    }
+    if let Some(expired) = record.version.checked_sub(REQUEST_ID_WINDOW) {
+        if let Some(id) = p.request_versions.remove(&expired) {
+            if p.requests.get(&id).map(|e| e.version) == Some(expired) {
+                p.requests.remove(&id);
+                ctx.batch.remove(keys::request(inc, &id));
+            }
+            ctx.batch.remove(&keys::request_by_version(inc, expired));
+        }
+    }
+    Ok(())
+}
+
+/// Drops records so that at most `limit` (at least 1) versions ending at `version` remain.
+fn compact_history(p: &mut ProjectState, version: u64, limit: u64, batch: &mut sled::Batch) {
+    let keep_from = version.saturating_sub(limit.max(1)) + 1;
+    while p.meta.oldest_retained < keep_from {
+        batch.remove(&keys::version(p.meta.incarnation, p.meta.oldest_retained));
+        p.meta.oldest_retained += 1;
+    }
+}
+
+fn create_project(
+    view: &mut SmView,
+    name: String,
+    time_ms: u64,
+    log_index: u64,
+    ctx: &mut ApplyCtx<'_>,
+) -> Result<CommandOutcome, CodecError> {
+    if name.is_empty() || name.len() > MAX_PROJECT_NAME_BYTES {
+        return Ok(CommandOutcome::Rejected {
+            reason: format!("a project name must have 1 to {MAX_PROJECT_NAME_BYTES} bytes"),
+        });
+    }
+    if view.projects.contains_key(&name) {
+        return Ok(CommandOutcome::ProjectExists { project: name });
+    }
+    // Log indexes are unique and `default` holds incarnation 0.
+    let Some(incarnation) = log_index.checked_add(1) else {
+        return Ok(CommandOutcome::Rejected {
+            reason: "log index out of range".to_string(),
+        });
+    };
+    let meta = ProjectMeta {
+        incarnation,
+        version: 0,
+        digest: RulesetDigest::EMPTY,
+        commit_time_ms: time_ms,
+        oldest_retained: 1,
+    };
+    ctx.batch
+        .insert(keys::project(&name), codec::encode(&meta)?);
+    view.projects
+        .insert(name.clone(), Arc::new(ProjectState::new(meta)));
+    ctx.changes.push(AppliedChange::ProjectCreated {
+        project: name.clone(),
+    });
+    Ok(CommandOutcome::ProjectCreated { project: name })
+}
+
+/// O(project size): removes every key of the project, enumerated from memory (which also covers
+/// keys written earlier in the same, not yet applied, batch).
+fn delete_project(
+    view: &mut SmView,
+    name: String,
+    ctx: &mut ApplyCtx<'_>,
+) -> Result<CommandOutcome, CodecError> {
+    if name == DEFAULT_PROJECT {
+        return Ok(CommandOutcome::Rejected {
+            reason: "the default project cannot be deleted".to_string(),
+        });
+    }
+    let Some(p) = view.projects.remove(&name) else {
+        return Ok(CommandOutcome::UnknownProject { project: name });
+    };
+    let inc = p.meta.incarnation;
+    for key in p.entities.keys() {
+        ctx.batch.remove(keys::entity(inc, key));
+    }
+    for v in p.meta.oldest_retained..=p.meta.version {
+        ctx.batch.remove(&keys::version(inc, v));
+    }
+    for (v, id) in p.request_versions.iter() {
+        ctx.batch.remove(&keys::request_by_version(inc, *v));
+        ctx.batch.remove(keys::request(inc, id));
+    }
+    ctx.batch.remove(keys::project(&name));
+    ctx.changes.push(AppliedChange::ProjectDeleted {
+        project: name.clone(),
+    });
+    Ok(CommandOutcome::ProjectDeleted { project: name })
+}
+
+/// Stored entity value: its 32-byte hash, then the body as JSON text.
+pub fn entity_value(hash: &[u8; 32], body: &serde_json::Value) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(32 + 256);
+    out.extend_from_slice(hash);
+    serde_json::to_writer(&mut out, body).map_err(|e| CodecError::Json(e.to_string()))?;
+    Ok(out)
+}
+
+/// Inverse of [`entity_value`].
+pub fn parse_entity_value(raw: &[u8]) -> Result<([u8; 32], serde_json::Value), CodecError> {
+    let hash: [u8; 32] = raw
+        .get(..32)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| CodecError::Json("entity value shorter than its hash".to_string()))?;
+    let body = serde_json::from_slice(&raw[32..]).map_err(|e| CodecError::Json(e.to_string()))?;
+    Ok((hash, body))
+}

@@ -1,0 +1,112 @@
+//! Rebuilding the in-memory view from the state machine tree at open.
+
+use super::apply::parse_entity_value;
+use super::model::{ProjectMeta, ProjectState, RequestEntry, SmView};
+use crate::codec;
+use crate::error::StoreError;
+use crate::keys;
+use crate::types::{LogId, NodeAddr, NodeId};
+use openraft::StoredMembership;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Loads the view; a never-initialised tree gets the `default` project (written and flushed).
+pub async fn load_or_init(
+    db: &sled::Db,
+    tree: &sled::Tree,
+    dir: &Path,
+) -> Result<SmView, StoreError> {
+    if tree.is_empty() {
+        let view = SmView::fresh();
+        let mut batch = sled::Batch::default();
+        write_view_heads(&view, &mut batch)?;
+        tree.apply_batch(batch)?;
+        db.flush_async().await?;
+        return Ok(view);
+    }
+    load(tree, dir)
+}
+
+/// The head keys of a view without entities: the `default` project of a fresh state machine.
+fn write_view_heads(view: &SmView, batch: &mut sled::Batch) -> Result<(), StoreError> {
+    batch.insert(keys::APPLIED, codec::encode(&view.last_applied)?);
+    batch.insert(keys::MEMBERSHIP, codec::encode(&view.membership)?);
+    for (name, p) in view.projects.iter() {
+        batch.insert(keys::project(name), codec::encode(&p.meta)?);
+    }
+    Ok(())
+}
+
+fn corrupt(dir: &Path, what: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        dir: dir.to_path_buf(),
+        what: what.into(),
+    }
+}
+
+pub fn load(tree: &sled::Tree, dir: &Path) -> Result<SmView, StoreError> {
+    let last_applied: Option<LogId> = match tree.get(keys::APPLIED)? {
+        Some(raw) => codec::decode(&raw)?,
+        None => None,
+    };
+    let membership: StoredMembership<NodeId, NodeAddr> = match tree.get(keys::MEMBERSHIP)? {
+        Some(raw) => codec::decode(&raw)?,
+        None => StoredMembership::default(),
+    };
+    let mut view = SmView {
+        last_applied,
+        membership,
+        projects: imbl::OrdMap::new(),
+    };
+    for item in tree.scan_prefix([keys::PROJECT]) {
+        let (key, raw) = item?;
+        let name = std::str::from_utf8(&key[1..])
+            .map_err(|_| corrupt(dir, "a project name is not UTF-8"))?
+            .to_string();
+        let meta: ProjectMeta = codec::decode(&raw)?;
+        let project = load_project(tree, meta, dir, &name)?;
+        view.projects.insert(name, Arc::new(project));
+    }
+    Ok(view)
+}
+
+fn load_project(
+    tree: &sled::Tree,
+    meta: ProjectMeta,
+    dir: &Path,
+    name: &str,
+) -> Result<ProjectState, StoreError> {
+    let inc = meta.incarnation;
+    let mut p = ProjectState::new(meta);
+    for item in tree.scan_prefix(keys::scoped(keys::ENTITY, inc)) {
+        let (key, raw) = item?;
+        let entity_key = keys::parse_entity_suffix(&key[9..])
+            .ok_or_else(|| corrupt(dir, format!("bad entity key in project '{name}'")))?;
+        let (hash, body) = parse_entity_value(&raw)?;
+        p.hashes.insert(entity_key.clone(), hash);
+        p.entities.insert(entity_key, Arc::new(body));
+    }
+    for item in tree.scan_prefix(keys::scoped(keys::REQUEST_BY_VERSION, inc)) {
+        let (key, raw) = item?;
+        let version = keys::u64_suffix(&key)
+            .ok_or_else(|| corrupt(dir, format!("bad request key in project '{name}'")))?;
+        let id = String::from_utf8(raw.to_vec())
+            .map_err(|_| corrupt(dir, format!("bad request id in project '{name}'")))?;
+        let entry: RequestEntry = match tree.get(keys::request(inc, &id))? {
+            Some(raw) => codec::decode(&raw)?,
+            None => continue,
+        };
+        if entry.version == version {
+            p.requests.insert(id.clone(), entry);
+        }
+        p.request_versions.insert(version, id);
+    }
+    // Torn or tampered state shows up here: the stored digest is the running sum of the hashes.
+    if p.digest_from_hashes() != p.meta.digest {
+        return Err(corrupt(
+            dir,
+            format!("project '{name}': entity hashes do not add up to the stored digest"),
+        ));
+    }
+    Ok(p)
+}

@@ -1,0 +1,385 @@
+//! The state machine store: projects, versions, history, snapshots.
+
+mod apply;
+mod load;
+pub(crate) mod model;
+mod snapshot;
+
+pub use apply::MAX_PROJECT_NAME_BYTES;
+pub use model::DEFAULT_PROJECT;
+
+use crate::codec;
+use crate::error::StoreError;
+use crate::keys;
+use crate::types::{
+    AppliedChange, CommandOutcome, LogId, NodeAddr, NodeId, ProjectHead, RulesetSnapshot,
+    StorageError, StoreConfig, TypeConfig, VersionRecord,
+};
+use apply::{apply_command, ApplyCtx};
+use arc_swap::ArcSwap;
+use model::{ProjectState, SmView};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    Entry, EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
+};
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, watch};
+
+/// The state machine; cheap to clone (a handle to shared state).
+#[derive(Clone)]
+pub struct StateMachineStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    db: sled::Db,
+    tree: sled::Tree,
+    view: ArcSwap<SmView>,
+    config: StoreConfig,
+    changes: broadcast::Sender<Arc<AppliedChange>>,
+    applied: watch::Sender<u64>,
+    /// The last built or installed snapshot. Kept in memory only: after a restart openraft
+    /// rebuilds one from the (durable) state machine when logs were purged.
+    current_snapshot: Mutex<Option<StoredSnapshot>>,
+    snapshot_seq: AtomicU64,
+}
+
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, NodeAddr>,
+    bytes: Arc<Vec<u8>>,
+}
+
+/// Builds snapshots from the in-memory view current when `build_snapshot` runs.
+pub struct SnapshotBuilder {
+    shared: Arc<Shared>,
+}
+
+impl StateMachineStore {
+    pub(crate) async fn open(
+        db: sled::Db,
+        dir: &Path,
+        config: StoreConfig,
+    ) -> Result<Self, StoreError> {
+        let tree = db.open_tree(keys::SM_TREE)?;
+        let view = load::load_or_init(&db, &tree, dir).await?;
+        let (changes, _) = broadcast::channel(config.broadcast_capacity.max(1));
+        let (applied, _) = watch::channel(view.last_applied.map_or(0, |l| l.index));
+        Ok(StateMachineStore {
+            shared: Arc::new(Shared {
+                dir: dir.to_path_buf(),
+                db,
+                tree,
+                view: ArcSwap::from_pointee(view),
+                config,
+                changes,
+                applied,
+                current_snapshot: Mutex::new(None),
+                snapshot_seq: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    fn project(&self, name: &str) -> Option<Arc<ProjectState>> {
+        self.shared.view.load().projects.get(name).cloned()
+    }
+
+    /// Every project's head, by name.
+    pub fn projects(&self) -> Vec<ProjectHead> {
+        let view = self.shared.view.load();
+        view.projects.iter().map(|(n, p)| p.head(n)).collect()
+    }
+
+    pub fn head(&self, project: &str) -> Option<ProjectHead> {
+        self.project(project).map(|p| p.head(project))
+    }
+
+    /// A consistent copy of the current ruleset (O(1): persistent map clone).
+    pub fn ruleset(&self, project: &str) -> Option<RulesetSnapshot> {
+        self.project(project).map(|p| RulesetSnapshot {
+            head: p.head(project),
+            entities: p.entities.clone(),
+        })
+    }
+
+    /// The record of one version, if it is still retained.
+    pub fn version_record(
+        &self,
+        project: &str,
+        version: u64,
+    ) -> Result<Option<VersionRecord>, StoreError> {
+        let Some(p) = self.project(project) else {
+            return Ok(None);
+        };
+        if version < p.meta.oldest_retained || version > p.meta.version {
+            return Ok(None);
+        }
+        match self
+            .shared
+            .tree
+            .get(keys::version(p.meta.incarnation, version))?
+        {
+            Some(raw) => Ok(Some(codec::decode(&raw)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records with version >= from, ascending, at most `limit`.
+    pub fn history(
+        &self,
+        project: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, StoreError> {
+        let Some(p) = self.project(project) else {
+            return Ok(Vec::new());
+        };
+        let start = from.max(p.meta.oldest_retained);
+        if start > p.meta.version || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let inc = p.meta.incarnation;
+        let mut out = Vec::new();
+        for item in self
+            .shared
+            .tree
+            .range(keys::version(inc, start)..=keys::version(inc, p.meta.version))
+            .take(limit)
+        {
+            let (_, raw) = item?;
+            out.push(codec::decode(&raw)?);
+        }
+        Ok(out)
+    }
+
+    /// Lowest version whose delta is still retained (`version + 1` when none is, e.g. at 0).
+    pub fn oldest_retained(&self, project: &str) -> Option<u64> {
+        self.project(project).map(|p| p.meta.oldest_retained)
+    }
+
+    /// Every applied change, in apply order, published right after apply. Never blocks apply;
+    /// a lagging receiver gets `Lagged` and must resync from history.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<AppliedChange>> {
+        self.shared.changes.subscribe()
+    }
+
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.shared.view.load().last_applied
+    }
+
+    /// Changes whenever something is applied (value: last applied log index, 0 when none).
+    pub fn applied_watch(&self) -> watch::Receiver<u64> {
+        self.shared.applied.subscribe()
+    }
+
+    /// The data dir this store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Makes everything applied so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.shared.db.flush_async().await?;
+        Ok(())
+    }
+
+    fn publish(&self, view: SmView, changes: Vec<AppliedChange>) {
+        let index = view.last_applied.map_or(0, |l| l.index);
+        self.shared.view.store(Arc::new(view));
+        self.shared.applied.send_replace(index);
+        for change in changes {
+            // An error only means nobody is subscribed.
+            let _ = self.shared.changes.send(Arc::new(change));
+        }
+    }
+
+    fn set_current_snapshot(&self, meta: SnapshotMeta<NodeId, NodeAddr>, bytes: Arc<Vec<u8>>) {
+        let mut slot = self
+            .shared
+            .current_snapshot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A build that raced with an install must not replace a newer snapshot.
+        if let Some(current) = slot.as_ref() {
+            if current.meta.last_log_id > meta.last_log_id {
+                return;
+            }
+        }
+        *slot = Some(StoredSnapshot { meta, bytes });
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership<NodeId, NodeAddr>), StorageError> {
+        let view = self.shared.view.load();
+        Ok((view.last_applied, view.membership.clone()))
+    }
+
+    /// One atomic sled batch per call (all entries, their state changes, last applied and
+    /// membership), then one swap of the in-memory view. Not flushed: the log is durable.
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandOutcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut view = SmView::clone(&self.shared.view.load());
+        let mut batch = sled::Batch::default();
+        let mut changes = Vec::new();
+        let mut outcomes = Vec::new();
+        let mut last = None;
+        for entry in entries {
+            let log_id = entry.log_id;
+            view.last_applied = Some(log_id);
+            last = Some(log_id);
+            let outcome = match entry.payload {
+                EntryPayload::Blank => CommandOutcome::MembershipChanged,
+                EntryPayload::Membership(m) => {
+                    view.membership = StoredMembership::new(Some(log_id), m);
+                    CommandOutcome::MembershipChanged
+                }
+                EntryPayload::Normal(command) => {
+                    let mut ctx = ApplyCtx {
+                        batch: &mut batch,
+                        changes: &mut changes,
+                        history_limit: self.shared.config.history_limit,
+                    };
+                    apply_command(&mut view, command, log_id.index, &mut ctx)
+                        .map_err(|e| StorageIOError::apply(log_id, &e))?
+                }
+            };
+            outcomes.push(outcome);
+        }
+        let Some(last) = last else {
+            return Ok(outcomes);
+        };
+        let encode_err = |e: codec::CodecError| StorageIOError::apply(last, &e);
+        batch.insert(
+            keys::APPLIED,
+            codec::encode(&view.last_applied).map_err(encode_err)?,
+        );
+        batch.insert(
+            keys::MEMBERSHIP,
+            codec::encode(&view.membership).map_err(encode_err)?,
+        );
+        self.shared
+            .tree
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::apply(last, &e))?;
+        self.publish(view, changes);
+        Ok(outcomes)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            shared: self.shared.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    /// Replaces the whole state in one atomic batch and flushes it before returning, because
+    /// openraft purges the log up to the snapshot right after.
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, NodeAddr>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = Arc::new(snapshot.into_inner());
+        let signature = Some(meta.signature());
+        let read_err = |e: &dyn std::fmt::Display| {
+            StorageIOError::read_snapshot(signature.clone(), openraft::AnyError::error(e))
+        };
+        let tree = self.shared.tree.clone();
+        let decoded = bytes.clone();
+        let (view, batch) =
+            tokio::task::spawn_blocking(move || snapshot::prepare_install(&decoded, &tree))
+                .await
+                .map_err(|e| read_err(&e))?
+                .map_err(|e| read_err(&e))?;
+        if view.last_applied != meta.last_log_id || view.membership != meta.last_membership {
+            return Err(read_err(&"snapshot data does not match its meta").into());
+        }
+        let write_err = |e: &sled::Error| {
+            StorageIOError::write_snapshot(signature.clone(), openraft::AnyError::new(e))
+        };
+        self.shared
+            .tree
+            .apply_batch(batch)
+            .map_err(|e| write_err(&e))?;
+        self.shared
+            .db
+            .flush_async()
+            .await
+            .map_err(|e| write_err(&e))?;
+        let last_applied = view.last_applied;
+        self.publish(
+            view,
+            vec![AppliedChange::SnapshotInstalled { last_applied }],
+        );
+        self.set_current_snapshot(meta.clone(), bytes);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let slot = self
+            .shared
+            .current_snapshot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(slot.as_ref().map(|s| Snapshot {
+            meta: s.meta.clone(),
+            snapshot: Box::new(Cursor::new(s.bytes.as_ref().clone())),
+        }))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    /// Serialises the view current at this moment on a blocking thread (applies go on), then
+    /// flushes sled so that the state the snapshot reports is durable before openraft purges
+    /// the log behind it.
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let view = self.shared.view.load_full();
+        let shared = self.shared.clone();
+        let captured = view.clone();
+        let write_err = |e: &dyn std::fmt::Display| {
+            StorageIOError::write_snapshot(None, openraft::AnyError::error(e))
+        };
+        let bytes = tokio::task::spawn_blocking(move || snapshot::build(&captured, &shared.tree))
+            .await
+            .map_err(|e| write_err(&e))?
+            .map_err(|e| write_err(&e))?;
+        self.shared
+            .db
+            .flush_async()
+            .await
+            .map_err(|e| write_err(&e))?;
+        let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+        let snapshot_id = match view.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, seq),
+            None => format!("none-{seq}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: view.last_applied,
+            last_membership: view.membership.clone(),
+            snapshot_id,
+        };
+        let bytes = Arc::new(bytes);
+        let store = StateMachineStore {
+            shared: self.shared.clone(),
+        };
+        store.set_current_snapshot(meta.clone(), bytes.clone());
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes.as_ref().clone())),
+        })
+    }
+}

@@ -1,0 +1,96 @@
+//! The in-memory state machine: persistent maps shared with readers and snapshot builders.
+
+use crate::types::{EntityMap, LogId, NodeAddr, NodeId, ProjectHead};
+use flagraft_client::digest::RulesetDigest;
+use flagraft_client::entity::EntityKey;
+use openraft::StoredMembership;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The name of the project that exists from the start.
+pub const DEFAULT_PROJECT: &str = "default";
+
+/// Remembered for idempotency: what a request id's commit returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestEntry {
+    pub version: u64,
+    pub digest: RulesetDigest,
+    pub commit_time_ms: u64,
+}
+
+/// The stored head of a project (`n<name>` in the state machine tree).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectMeta {
+    /// Unique per creation of a project name: all other keys of the project are scoped by it,
+    /// so a deleted and re-created project never sees the old one's keys.
+    pub incarnation: u64,
+    pub version: u64,
+    pub digest: RulesetDigest,
+    pub commit_time_ms: u64,
+    /// Lowest version whose record is still kept (`version + 1` when none is).
+    pub oldest_retained: u64,
+}
+
+/// One project in memory. Cloning is O(1): every map is structurally shared.
+#[derive(Clone, Debug)]
+pub struct ProjectState {
+    pub meta: ProjectMeta,
+    pub entities: EntityMap,
+    pub hashes: imbl::OrdMap<EntityKey, [u8; 32]>,
+    /// request id -> what its commit returned, for the last `REQUEST_ID_WINDOW` versions.
+    pub requests: imbl::OrdMap<String, RequestEntry>,
+    /// version -> request id of that version's commit, to expire `requests` by version.
+    pub request_versions: imbl::OrdMap<u64, String>,
+}
+
+impl ProjectState {
+    pub fn new(meta: ProjectMeta) -> Self {
+        ProjectState {
+            meta,
+            entities: EntityMap::new(),
+            hashes: imbl::OrdMap::new(),
+            requests: imbl::OrdMap::new(),
+            request_versions: imbl::OrdMap::new(),
+        }
+    }
+
+    pub fn head(&self, name: &str) -> ProjectHead {
+        ProjectHead {
+            name: name.to_string(),
+            version: self.meta.version,
+            digest: self.meta.digest,
+            commit_time_ms: self.meta.commit_time_ms,
+            entity_count: self.entities.len(),
+        }
+    }
+
+    /// The digest recomputed from the stored per-entity hashes.
+    pub fn digest_from_hashes(&self) -> RulesetDigest {
+        RulesetDigest::from_hashes(self.hashes.values())
+    }
+}
+
+/// Everything the state machine holds, swapped atomically after each apply.
+#[derive(Clone, Debug, Default)]
+pub struct SmView {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership<NodeId, NodeAddr>,
+    pub projects: imbl::OrdMap<String, Arc<ProjectState>>,
+}
+
+impl SmView {
+    pub fn fresh() -> Self {
+        let mut view = SmView::default();
+        view.projects.insert(
+            DEFAULT_PROJECT.to_string(),
+            Arc::new(ProjectState::new(ProjectMeta {
+                incarnation: 0,
+                version: 0,
+                digest: RulesetDigest::EMPTY,
+                commit_time_ms: 0,
+                oldest_retained: 1,
+            })),
+        );
+        view
+    }
+}

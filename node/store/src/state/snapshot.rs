@@ -1,0 +1,197 @@
+//! Snapshot format, building (from an in-memory view, never blocking apply) and installing.
+//!
+//! A snapshot carries, per project: the head, every entity (body as JSON text), the idempotency
+//! window (exact, since it decides outcomes) and the retained history records. History is read
+//! from sled while applies go on; a record compacted meanwhile shortens the carried history to
+//! the contiguous run that ends at the captured version, which is always present because the
+//! newest record is never compacted.
+
+use super::apply::entity_value;
+use super::model::{ProjectMeta, ProjectState, RequestEntry, SmView};
+use crate::codec::{self, CodecError};
+use crate::keys;
+use crate::types::{LogId, NodeAddr, NodeId, VersionRecord};
+use flagraft_client::digest::entity_key_hash;
+use flagraft_client::entity::EntityKey;
+use openraft::StoredMembership;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+const FORMAT: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+pub struct SnapshotPayload {
+    pub format: u32,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership<NodeId, NodeAddr>,
+    pub projects: Vec<ProjectSnapshot>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct ProjectSnapshot {
+    pub name: String,
+    pub meta: ProjectMeta,
+    /// Key and body as JSON text, in key order.
+    pub entities: Vec<(EntityKey, String)>,
+    pub requests: Vec<(u64, String, RequestEntry)>,
+    pub history: Vec<VersionRecord>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error(transparent)]
+    Sled(#[from] sled::Error),
+    #[error("invalid snapshot: {0}")]
+    Invalid(String),
+}
+
+/// Serialises `view`, reading retained history from `tree`.
+pub fn build(view: &SmView, tree: &sled::Tree) -> Result<Vec<u8>, SnapshotError> {
+    let mut projects = Vec::with_capacity(view.projects.len());
+    for (name, p) in view.projects.iter() {
+        let mut entities = Vec::with_capacity(p.entities.len());
+        for (key, body) in p.entities.iter() {
+            let text =
+                serde_json::to_string(&**body).map_err(|e| CodecError::Json(e.to_string()))?;
+            entities.push((key.clone(), text));
+        }
+        let requests = p
+            .request_versions
+            .iter()
+            .filter_map(|(v, id)| p.requests.get(id).map(|e| (*v, id.clone(), *e)))
+            .collect();
+        let (oldest, history) = read_history(tree, &p.meta)?;
+        let mut meta = p.meta;
+        meta.oldest_retained = oldest;
+        projects.push(ProjectSnapshot {
+            name: name.clone(),
+            meta,
+            entities,
+            requests,
+            history,
+        });
+    }
+    let payload = SnapshotPayload {
+        format: FORMAT,
+        last_applied: view.last_applied,
+        membership: view.membership.clone(),
+        projects,
+    };
+    Ok(codec::encode(&payload)?)
+}
+
+/// The longest contiguous run of records ending at `meta.version`, and where it starts.
+fn read_history(
+    tree: &sled::Tree,
+    meta: &ProjectMeta,
+) -> Result<(u64, Vec<VersionRecord>), SnapshotError> {
+    if meta.oldest_retained > meta.version {
+        return Ok((meta.version + 1, Vec::new()));
+    }
+    let range = keys::version(meta.incarnation, meta.oldest_retained)
+        ..=keys::version(meta.incarnation, meta.version);
+    let mut records: Vec<VersionRecord> = Vec::new();
+    for item in tree.range(range).rev() {
+        let (_, raw) = item?;
+        let record: VersionRecord = codec::decode(&raw)?;
+        let expected = meta.version - records.len() as u64;
+        if record.version != expected {
+            break;
+        }
+        records.push(record);
+    }
+    records.reverse();
+    let oldest = meta.version + 1 - records.len() as u64;
+    Ok((oldest, records))
+}
+
+/// Decodes and checks a snapshot; returns the view and the sled batch that replaces the whole
+/// state machine tree with it.
+pub fn prepare_install(
+    bytes: &[u8],
+    tree: &sled::Tree,
+) -> Result<(SmView, sled::Batch), SnapshotError> {
+    let payload: SnapshotPayload = codec::decode(bytes)?;
+    if payload.format != FORMAT {
+        return Err(SnapshotError::Invalid(format!(
+            "unknown format {}",
+            payload.format
+        )));
+    }
+    let mut batch = sled::Batch::default();
+    // Removals first: a later insert of the same key in the batch wins.
+    for key in tree.iter().keys() {
+        batch.remove(key?);
+    }
+    batch.insert(keys::APPLIED, codec::encode(&payload.last_applied)?);
+    batch.insert(keys::MEMBERSHIP, codec::encode(&payload.membership)?);
+    let mut view = SmView {
+        last_applied: payload.last_applied,
+        membership: payload.membership,
+        projects: imbl::OrdMap::new(),
+    };
+    for ps in payload.projects {
+        let project = install_project(&ps, &mut batch)?;
+        if view
+            .projects
+            .insert(ps.name.clone(), Arc::new(project))
+            .is_some()
+        {
+            return Err(SnapshotError::Invalid(format!(
+                "project '{}' twice",
+                ps.name
+            )));
+        }
+    }
+    Ok((view, batch))
+}
+
+fn install_project(
+    ps: &ProjectSnapshot,
+    batch: &mut sled::Batch,
+) -> Result<ProjectState, SnapshotError> {
+    let inc = ps.meta.incarnation;
+    let mut p = ProjectState::new(ps.meta);
+    for (key, text) in &ps.entities {
+        let body: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| CodecError::Json(e.to_string()))?;
+        // Re-hashing here (once per install, not per commit) verifies the carried digest.
+        let hash = entity_key_hash(key, &body);
+        batch.insert(keys::entity(inc, key), entity_value(&hash, &body)?);
+        p.hashes.insert(key.clone(), hash);
+        p.entities.insert(key.clone(), Arc::new(body));
+    }
+    if p.digest_from_hashes() != p.meta.digest {
+        return Err(SnapshotError::Invalid(format!(
+            "project '{}': entities do not match the digest",
+            ps.name
+        )));
+    }
+    for (version, id, entry) in &ps.requests {
+        p.requests.insert(id.clone(), *entry);
+        p.request_versions.insert(*version, id.clone());
+        batch.insert(keys::request(inc, id), codec::encode(entry)?);
+        batch.insert(&keys::request_by_version(inc, *version), id.as_bytes());
+    }
+    let mut expected = ps.meta.oldest_retained;
+    for record in &ps.history {
+        if record.version != expected || record.version > ps.meta.version {
+            return Err(SnapshotError::Invalid(format!(
+                "project '{}': history is not contiguous at version {}",
+                ps.name, record.version
+            )));
+        }
+        batch.insert(&keys::version(inc, record.version), codec::encode(record)?);
+        expected += 1;
+    }
+    if expected != ps.meta.version + 1 {
+        return Err(SnapshotError::Invalid(format!(
+            "project '{}': history does not reach version {}",
+            ps.name, ps.meta.version
+        )));
+    }
+    batch.insert(keys::project(&ps.name), codec::encode(&ps.meta)?);
+    Ok(p)
+}

@@ -1,0 +1,216 @@
+//! The types shared with the node: Raft type config, log commands, their outcomes and the
+//! read models handed out by the state machine.
+
+use crate::codec::entities_as_json;
+use flagraft_client::digest::RulesetDigest;
+use flagraft_client::entity::{Entity, EntityKey};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::io::Cursor;
+use std::sync::Arc;
+
+pub type NodeId = u64;
+
+/// Addresses of one member, "host:port" each. Carried in Raft membership.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddr {
+    pub raft: String,
+    pub admin: String,
+    pub http: String,
+}
+
+impl fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "raft={} admin={} http={}",
+            self.raft, self.admin, self.http
+        )
+    }
+}
+
+openraft::declare_raft_types!(
+    /// flagraft's Raft type configuration.
+    pub TypeConfig:
+        D = Command,
+        R = CommandOutcome,
+        NodeId = NodeId,
+        Node = NodeAddr,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type StorageError = openraft::StorageError<NodeId>;
+
+/// What goes through the Raft log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    Commit(CommitCommand),
+    CreateProject { name: String, time_ms: u64 },
+    DeleteProject { name: String, time_ms: u64 },
+}
+
+/// A batch of upserts and deletes applied atomically as one version of a project.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommitCommand {
+    pub project: String,
+    /// Bodies travel as JSON text so that non-self-describing codecs (bincode) work too.
+    #[serde(with = "entities_as_json")]
+    pub upserts: Vec<Entity>,
+    pub deletes: Vec<EntityKey>,
+    pub author: String,
+    pub message: String,
+    /// Conflict if the project's version differs.
+    pub expected_version: Option<u64>,
+    /// Idempotency: the same id again (within [`crate::REQUEST_ID_WINDOW`] versions) returns the
+    /// first commit's version and commits nothing.
+    pub request_id: Option<String>,
+    /// Leader wall clock; the state machine uses max(previous commit time, this).
+    pub proposed_time_ms: u64,
+}
+
+/// The result of applying one log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandOutcome {
+    Committed {
+        project: String,
+        version: u64,
+        digest: RulesetDigest,
+        commit_time_ms: u64,
+        duplicate: bool,
+    },
+    Conflict {
+        project: String,
+        current_version: u64,
+    },
+    UnknownProject {
+        project: String,
+    },
+    ProjectCreated {
+        project: String,
+    },
+    ProjectExists {
+        project: String,
+    },
+    ProjectDeleted {
+        project: String,
+    },
+    /// Deterministic refusal decided in apply (e.g. delete of an entity that does not exist).
+    Rejected {
+        reason: String,
+    },
+    /// For membership and blank entries.
+    MembershipChanged,
+}
+
+/// Tunables of one node's store. None of them influences the outcome of an apply, so nodes may
+/// differ in them without diverging.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Versions of deltas kept per project (at least 1 is kept).
+    pub history_limit: u64,
+    /// Capacity of the applied-changes broadcast channel.
+    pub broadcast_capacity: usize,
+    /// sled page cache size.
+    pub cache_capacity_bytes: u64,
+    /// Upper bound on the encoded size of one `limited_get_log_entries` answer (replication batch).
+    pub max_log_read_bytes: usize,
+    /// Upper bound on the number of entries in one `limited_get_log_entries` answer.
+    pub max_log_read_entries: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            history_limit: 10_000,
+            broadcast_capacity: 4096,
+            cache_capacity_bytes: 128 * 1024 * 1024,
+            max_log_read_bytes: 4 * 1024 * 1024,
+            max_log_read_entries: 4096,
+        }
+    }
+}
+
+/// Who owns a data dir.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub node_id: NodeId,
+    pub cluster: String,
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node {} of cluster '{}'", self.node_id, self.cluster)
+    }
+}
+
+/// A project's current version and digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectHead {
+    pub name: String,
+    pub version: u64,
+    pub digest: RulesetDigest,
+    pub commit_time_ms: u64,
+    pub entity_count: usize,
+}
+
+/// A persistent (structurally shared) map: cloning it is O(1), so a reader's copy never blocks
+/// apply and apply never copies the ruleset.
+pub type EntityMap = imbl::OrdMap<EntityKey, Arc<serde_json::Value>>;
+
+/// A consistent copy of a project's ruleset at `head.version`.
+#[derive(Clone, Debug)]
+pub struct RulesetSnapshot {
+    pub head: ProjectHead,
+    pub entities: EntityMap,
+}
+
+impl RulesetSnapshot {
+    /// The entities as owned values, in key order.
+    pub fn to_entities(&self) -> Vec<Entity> {
+        self.entities
+            .iter()
+            .map(|(key, body)| Entity {
+                key: key.clone(),
+                body: (**body).clone(),
+            })
+            .collect()
+    }
+}
+
+/// One version of a project: its metadata, its delta and the digest after it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub version: u64,
+    pub author: String,
+    pub message: String,
+    pub commit_time_ms: u64,
+    pub request_id: Option<String>,
+    #[serde(with = "entities_as_json")]
+    pub upserts: Vec<Entity>,
+    pub deletes: Vec<EntityKey>,
+    pub digest: RulesetDigest,
+}
+
+/// A change published after it was applied.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AppliedChange {
+    Version {
+        project: String,
+        record: Arc<VersionRecord>,
+    },
+    ProjectCreated {
+        project: String,
+    },
+    ProjectDeleted {
+        project: String,
+    },
+    /// The whole state was replaced by a snapshot from the leader: every subscriber must
+    /// resync every project from [`crate::StateMachineStore::ruleset`].
+    SnapshotInstalled {
+        last_applied: Option<LogId>,
+    },
+}
