@@ -1,0 +1,199 @@
+//! Cross-entity checks: references to gates, delegates and layers that do
+//! not exist, and dependency cycles.
+//!
+//! Dangling references evaluate as Statsig documents (an unknown gate is
+//! `false`, an unknown delegate makes the rule an ordinary rule) and are
+//! reported as warnings. A dependency cycle can only ever end at the
+//! nesting depth limit, so it is an error that strict compilation refuses.
+
+use crate::compile::{CompiledRuleset, Source};
+use crate::entity::{EntityKey, EntityKind};
+use crate::model::Spec;
+use crate::problem::ValidationError;
+
+/// A node of the dependency graph: (0 = gate, 1 = config, 2 = layer, index).
+type Node = (u8, u32);
+
+pub(crate) fn check_references(
+    rs: &CompiledRuleset,
+    gates: &[Spec],
+    configs: &[Spec],
+    layers: &[Spec],
+    problems: &mut Vec<ValidationError>,
+) {
+    let groups: [(EntityKind, &[Spec]); 3] = [
+        (EntityKind::Gate, gates),
+        (EntityKind::Config, configs),
+        (EntityKind::Layer, layers),
+    ];
+    for (kind, specs) in groups {
+        for spec in specs {
+            let key = EntityKey::new(kind, spec.name.clone());
+            for (ri, rule) in spec.rules.iter().enumerate() {
+                if let Some(d) = &rule.config_delegate {
+                    if !rs.config_index.contains_key(d.as_str()) {
+                        problems.push(
+                            ValidationError::warning(
+                                Some(&key),
+                                format!("rules[{ri}].configDelegate"),
+                                format!("delegates to dynamic config '{d}', which does not exist (the rule acts as an ordinary rule)"),
+                            )
+                            .in_rule(Some(&rule.id)),
+                        );
+                    }
+                }
+                for (ci, c) in rule.conditions.iter().enumerate() {
+                    let path = format!("rules[{ri}].conditions[{ci}]");
+                    match c.condition_type.as_str() {
+                        "pass_gate" | "fail_gate" => {
+                            if let Some(g) = c.target_value.as_str() {
+                                if !rs.gate_index.contains_key(g) {
+                                    problems.push(
+                                        ValidationError::warning(
+                                            Some(&key),
+                                            format!("{path}.targetValue"),
+                                            format!(
+                                                "{} names gate '{g}', which does not exist (evaluates as false)",
+                                                c.condition_type
+                                            ),
+                                        )
+                                        .in_rule(Some(&rule.id)),
+                                    );
+                                }
+                            }
+                        }
+                        "experiment_group" => {
+                            let f = c.field.as_deref().unwrap_or("");
+                            if !rs.config_index.contains_key(f) {
+                                problems.push(
+                                    ValidationError::warning(
+                                        Some(&key),
+                                        format!("{path}.field"),
+                                        format!("names experiment '{f}', which does not exist (no group)"),
+                                    )
+                                    .in_rule(Some(&rule.id)),
+                                );
+                            }
+                        }
+                        _ => {}
+                    }
+                    if matches!(
+                        c.operator.as_deref(),
+                        Some("in_segment_list" | "not_in_segment_list")
+                    ) {
+                        if let Some(list) = c.target_value.as_str() {
+                            if !rs.has_id_list(list) {
+                                problems.push(
+                                    ValidationError::warning(
+                                        Some(&key),
+                                        format!("{path}.targetValue"),
+                                        format!("ID list '{list}' has no members loaded"),
+                                    )
+                                    .in_rule(Some(&rule.id)),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(layer) = &spec.layer {
+                if !rs.layer_index.contains_key(layer.as_str()) {
+                    problems.push(ValidationError::warning(
+                        Some(&key),
+                        crate::model::LAYER_FIELD,
+                        format!("belongs to layer '{layer}', which does not exist"),
+                    ));
+                }
+            }
+        }
+    }
+    check_cycles(rs, problems);
+}
+
+fn edges(rs: &CompiledRuleset, (kind, i): Node) -> Vec<Node> {
+    let spec = match kind {
+        0 => &rs.gates[i as usize],
+        1 => &rs.configs[i as usize],
+        _ => &rs.layers[i as usize],
+    };
+    let mut out = Vec::new();
+    for r in spec.rules.iter() {
+        if let Some(d) = r.delegate {
+            out.push((1, d));
+        }
+        for c in r.conditions.iter() {
+            match c.source {
+                Source::Gate { index: Some(g), .. } => out.push((0, g)),
+                Source::ExperimentGroup(Some(e)) => out.push((1, e)),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+fn node_name(rs: &CompiledRuleset, (kind, i): Node) -> EntityKey {
+    match kind {
+        0 => EntityKey::new(EntityKind::Gate, &*rs.gates[i as usize].name),
+        1 => EntityKey::new(EntityKind::Config, &*rs.configs[i as usize].name),
+        _ => EntityKey::new(EntityKind::Layer, &*rs.layers[i as usize].name),
+    }
+}
+
+/// Report every dependency cycle once (iterative DFS, so deep graphs
+/// cannot overflow the stack).
+fn check_cycles(rs: &CompiledRuleset, problems: &mut Vec<ValidationError>) {
+    use std::collections::HashMap;
+    #[derive(Clone, Copy, PartialEq)]
+    enum Color {
+        Grey,
+        Black,
+    }
+    let mut color: HashMap<Node, Color> = HashMap::new();
+    let all: Vec<Node> = (0..rs.gates.len() as u32)
+        .map(|i| (0, i))
+        .chain((0..rs.configs.len() as u32).map(|i| (1, i)))
+        .chain((0..rs.layers.len() as u32).map(|i| (2, i)))
+        .collect();
+    for root in all {
+        if color.contains_key(&root) {
+            continue;
+        }
+        let mut stack: Vec<(Node, Vec<Node>)> = vec![(root, edges(rs, root))];
+        color.insert(root, Color::Grey);
+        while let Some((node, pending)) = stack.last_mut() {
+            let node = *node;
+            match pending.pop() {
+                Some(next) => match color.get(&next) {
+                    None => {
+                        color.insert(next, Color::Grey);
+                        let e = edges(rs, next);
+                        stack.push((next, e));
+                    }
+                    Some(Color::Grey) => {
+                        let start = stack.iter().position(|(n, _)| *n == next).unwrap_or(0);
+                        let path: Vec<String> = stack[start..]
+                            .iter()
+                            .map(|(n, _)| node_name(rs, *n).to_string())
+                            .chain(std::iter::once(node_name(rs, next).to_string()))
+                            .collect();
+                        problems.push(ValidationError::error(
+                            Some(&node_name(rs, node)),
+                            "rules",
+                            format!(
+                                "dependency cycle: {} (evaluation would stop at the nesting limit of {})",
+                                path.join(" -> "),
+                                crate::limits::MAX_NESTING_DEPTH
+                            ),
+                        ));
+                    }
+                    Some(Color::Black) => {}
+                },
+                None => {
+                    color.insert(node, Color::Black);
+                    stack.pop();
+                }
+            }
+        }
+    }
+}
