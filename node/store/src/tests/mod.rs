@@ -1,0 +1,9 @@
+//! Tests of the store through its public API (plus openraft's conformance suite).
+
+mod conformance;
+mod harness;
+mod log;
+mod persistence;
+mod props;
+mod semantics;
+mod snapshots;

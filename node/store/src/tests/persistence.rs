@@ -1,0 +1,198 @@
+//! Reopening, identity and unreadable dirs.
+
+use super::harness::*;
+use crate::{open, Command, Identity, StoreConfig, StoreError};
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
+use openraft::testing::blank_ent;
+use openraft::{RaftLogReader, Vote};
+use serde_json::json;
+
+#[tokio::test]
+async fn reopen_after_drop_keeps_state_history_log_and_vote() {
+    let mut h = Harness::new().await;
+    h.run(Command::CreateProject {
+        name: "p".into(),
+        time_ms: 7,
+    })
+    .await;
+    for i in 0..5 {
+        let mut c = commit("p", vec![gate(&format!("g{i}"), json!({"i": i}))], vec![]);
+        c.request_id = Some(format!("r{i}"));
+        h.run(Command::Commit(c)).await;
+    }
+    let vote = Vote::new(3, 2);
+    h.log.save_vote(&vote).await.unwrap();
+    let entries: Vec<_> = (1..=3)
+        .map(|i| blank_ent::<crate::TypeConfig>(1, 1, i))
+        .collect();
+    crate::tests::log::append_and_wait(&mut h.log, entries).await;
+    h.sm.flush().await.unwrap();
+
+    let heads = h.sm.projects();
+    let ruleset = h.sm.ruleset("p").unwrap();
+    let history = h.sm.history("p", 0, 100).unwrap();
+    let applied = h.sm.last_applied();
+
+    let mut h = h.reopen(StoreConfig::default()).await;
+    assert_eq!(h.sm.projects(), heads);
+    assert_eq!(h.sm.ruleset("p").unwrap().entities, ruleset.entities);
+    assert_eq!(h.sm.history("p", 0, 100).unwrap(), history);
+    assert_eq!(h.sm.last_applied(), applied);
+    assert_eq!(h.log.read_vote().await.unwrap(), Some(vote));
+    let logs = h.log.try_get_log_entries(1..4).await.unwrap();
+    assert_eq!(logs.len(), 3);
+    let (applied_state, _) = h.sm.applied_state().await.unwrap();
+    assert_eq!(applied_state, applied);
+    // Idempotency survives the restart.
+    let mut c = commit("p", vec![], vec![]);
+    c.request_id = Some("r2".into());
+    let out = h.run(Command::Commit(c)).await;
+    assert!(matches!(
+        out,
+        crate::CommandOutcome::Committed {
+            version: 3,
+            duplicate: true,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn a_dir_of_another_node_or_cluster_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let stores = open(dir.path(), &identity(1), StoreConfig::default())
+            .await
+            .unwrap();
+        drop(stores);
+    }
+    for other in [
+        identity(2),
+        Identity {
+            node_id: 1,
+            cluster: "another".into(),
+        },
+    ] {
+        let err = reopen_until_unlocked(dir.path(), &other).await;
+        match &err {
+            StoreError::IdentityMismatch {
+                dir: d,
+                stored,
+                expected,
+            } => {
+                assert_eq!(d, dir.path());
+                assert_eq!(stored, &identity(1));
+                assert_eq!(expected, &other);
+            }
+            e => panic!("expected IdentityMismatch, got {e}"),
+        }
+        assert!(err.to_string().contains(&dir.path().display().to_string()));
+    }
+    // The rightful owner still opens it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open(dir.path(), &identity(1), StoreConfig::default()).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "{e}");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+/// Opens with `who`, retrying while the previous handle's lock is still held.
+async fn reopen_until_unlocked(dir: &std::path::Path, who: &Identity) -> StoreError {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open(dir, who, StoreConfig::default()).await {
+            Ok(_) => panic!("opened a dir that belongs to someone else"),
+            Err(StoreError::Open { .. }) if std::time::Instant::now() < deadline => {
+                tokio::task::yield_now().await
+            }
+            Err(e) => return e,
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_dir_is_an_error_naming_it_and_is_not_wiped() {
+    let dir = tempfile::tempdir().unwrap();
+    // Where sled wants its directory there is a file it cannot use.
+    let blocker = dir.path().join("sled");
+    std::fs::write(&blocker, b"not a database").unwrap();
+    let err = open(dir.path(), &identity(1), StoreConfig::default())
+        .await
+        .err()
+        .expect("must not open");
+    assert!(matches!(err, StoreError::Open { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&dir.path().display().to_string()),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&blocker).unwrap(), b"not a database");
+}
+
+#[tokio::test]
+async fn corrupt_sled_files_give_an_error_and_stay_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut h = Harness::new().await;
+        h.run(Command::Commit(commit(
+            "default",
+            vec![gate("a", json!(1))],
+            vec![],
+        )))
+        .await;
+        h.sm.flush().await.unwrap();
+        // Move the db files into our dir once the handles are gone.
+        let src = h.dir.path().join("sled");
+        drop(h.log);
+        drop(h.sm);
+        copy_dir_when_unlocked(&src, &dir.path().join("sled")).await;
+    }
+    let conf = dir.path().join("sled").join("conf");
+    let garbage = vec![0xA5u8; 64];
+    std::fs::write(&conf, &garbage).unwrap();
+    let err = open(dir.path(), &identity(1), StoreConfig::default())
+        .await
+        .err()
+        .expect("a garbage sled conf must not open");
+    assert!(
+        err.to_string().contains(&dir.path().display().to_string()),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&conf).unwrap(), garbage, "never wiped");
+    assert!(dir.path().join("sled").join("db").exists());
+}
+
+async fn copy_dir_when_unlocked(src: &std::path::Path, dst: &std::path::Path) {
+    // Copy once sled has released the db (its lock goes with the last handle).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::Config::new().path(src).open() {
+            Ok(db) => {
+                drop(db);
+                break;
+            }
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "{e}");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+    copy_recursively(src, dst);
+}
+
+fn copy_recursively(src: &std::path::Path, dst: &std::path::Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let to = dst.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_recursively(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), to).unwrap();
+        }
+    }
+}

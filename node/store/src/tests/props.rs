@@ -1,0 +1,73 @@
+//! Property: after any sequence of commits, the incrementally kept digest equals a recompute,
+//! and a reopened store agrees.
+
+use super::harness::*;
+use crate::{Command, CommandOutcome, StoreConfig};
+use flagraft_client::entity::{Entity, EntityKey, EntityKind};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Upsert(EntityKind, u8, i64),
+    Delete(EntityKind, u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let kind = prop::sample::select(EntityKind::ALL.to_vec());
+    prop_oneof![
+        (kind.clone(), 0u8..8, any::<i64>()).prop_map(|(k, n, v)| Op::Upsert(k, n, v)),
+        (kind, 0u8..8).prop_map(|(k, n)| Op::Delete(k, n)),
+    ]
+}
+
+fn to_command(ops: &[Op]) -> Command {
+    let mut upserts = Vec::new();
+    let mut deletes = Vec::new();
+    for op in ops {
+        match op {
+            Op::Upsert(kind, n, v) => upserts.push(Entity {
+                key: EntityKey::new(*kind, format!("e{n}")),
+                body: serde_json::json!({"v": v, "tags": [n]}),
+            }),
+            Op::Delete(kind, n) => deletes.push(EntityKey::new(*kind, format!("e{n}"))),
+        }
+    }
+    Command::Commit(commit("default", upserts, deletes))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn incremental_digest_equals_full_recompute(
+        commits in prop::collection::vec(prop::collection::vec(op(), 0..5), 1..25),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut h = Harness::new().await;
+            let mut version = 0;
+            for ops in &commits {
+                let out = h.run(to_command(ops)).await;
+                match out {
+                    CommandOutcome::Committed { version: v, digest, .. } => {
+                        version += 1;
+                        assert_eq!(v, version);
+                        assert_eq!(digest, full_digest(&h.sm, "default"));
+                        assert_eq!(
+                            h.sm.version_record("default", v).unwrap().unwrap().digest,
+                            digest
+                        );
+                    }
+                    CommandOutcome::Rejected { .. } => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+            let head = h.sm.head("default").unwrap();
+            assert_eq!(head.version, version);
+            h.sm.flush().await.unwrap();
+            let h = h.reopen(StoreConfig::default()).await;
+            assert_eq!(h.sm.head("default").unwrap(), head);
+            assert_eq!(full_digest(&h.sm, "default"), head.digest);
+        });
+    }
+}

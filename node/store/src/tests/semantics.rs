@@ -1,0 +1,400 @@
+//! Versions, conflicts, idempotency, validation, commit time, projects, publication.
+
+use super::harness::*;
+use crate::{AppliedChange, Command, CommandOutcome, StoreConfig, DEFAULT_PROJECT};
+use flagraft_client::digest::RulesetDigest;
+use flagraft_client::entity::{EntityKey, EntityKind};
+use serde_json::json;
+
+#[tokio::test]
+async fn fresh_store_has_an_empty_default_project_at_version_zero() {
+    let h = Harness::new().await;
+    let heads = h.sm.projects();
+    assert_eq!(heads.len(), 1);
+    assert_eq!(heads[0].name, DEFAULT_PROJECT);
+    assert_eq!(heads[0].version, 0);
+    assert_eq!(heads[0].digest, RulesetDigest::EMPTY);
+    assert_eq!(heads[0].entity_count, 0);
+    assert_eq!(h.sm.last_applied(), None);
+    assert_eq!(h.sm.oldest_retained(DEFAULT_PROJECT), Some(1));
+    assert!(h.sm.history(DEFAULT_PROJECT, 0, 10).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn every_commit_advances_the_version_by_one_even_when_empty() {
+    let mut h = Harness::new().await;
+    let a = h
+        .run(Command::Commit(commit(
+            "default",
+            vec![gate("a", json!({"on": true}))],
+            vec![],
+        )))
+        .await;
+    assert_eq!(committed_version(&a), 1);
+    let b = h
+        .run(Command::Commit(commit("default", vec![], vec![])))
+        .await;
+    assert_eq!(committed_version(&b), 2);
+    // A no-op version keeps the digest.
+    let (
+        CommandOutcome::Committed { digest: da, .. },
+        CommandOutcome::Committed { digest: db, .. },
+    ) = (&a, &b)
+    else {
+        unreachable!()
+    };
+    assert_eq!(da, db);
+    let head = h.sm.head("default").unwrap();
+    assert_eq!(head.version, 2);
+    assert_eq!(head.entity_count, 1);
+    let records = h.sm.history("default", 1, 10).unwrap();
+    assert_eq!(
+        records.iter().map(|r| r.version).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(records[0].upserts, vec![gate("a", json!({"on": true}))]);
+    assert_eq!(records[0].author, "alice");
+    assert_eq!(records[1].digest, head.digest);
+    assert_eq!(h.sm.last_applied().map(|l| l.index), Some(2));
+}
+
+#[tokio::test]
+async fn expected_version_mismatch_is_a_conflict_and_changes_nothing() {
+    let mut h = Harness::new().await;
+    h.run(Command::Commit(commit(
+        "default",
+        vec![gate("a", json!(1))],
+        vec![],
+    )))
+    .await;
+    let before = h.sm.head("default").unwrap();
+    let mut c = commit("default", vec![gate("b", json!(2))], vec![]);
+    c.expected_version = Some(0);
+    let out = h.run(Command::Commit(c)).await;
+    assert_eq!(
+        out,
+        CommandOutcome::Conflict {
+            project: "default".into(),
+            current_version: 1
+        }
+    );
+    assert_eq!(h.sm.head("default").unwrap(), before);
+    let mut c = commit("default", vec![gate("b", json!(2))], vec![]);
+    c.expected_version = Some(1);
+    assert_eq!(committed_version(&h.run(Command::Commit(c)).await), 2);
+}
+
+#[tokio::test]
+async fn a_repeated_request_id_answers_the_first_commit_and_commits_nothing() {
+    let mut h = Harness::new().await;
+    let mut c = commit("default", vec![gate("a", json!(1))], vec![]);
+    c.request_id = Some("req-1".into());
+    c.expected_version = Some(0);
+    let first = h.run(Command::Commit(c.clone())).await;
+    h.run(Command::Commit(commit(
+        "default",
+        vec![gate("b", json!(2))],
+        vec![],
+    )))
+    .await;
+    let head = h.sm.head("default").unwrap();
+    // The retry carries the same expected version: it must not be reported as a conflict.
+    let again = h.run(Command::Commit(c)).await;
+    let CommandOutcome::Committed {
+        version,
+        digest,
+        commit_time_ms,
+        duplicate,
+        ..
+    } = again
+    else {
+        panic!("expected a duplicate Committed, got {again:?}");
+    };
+    let CommandOutcome::Committed {
+        version: v1,
+        digest: d1,
+        commit_time_ms: t1,
+        duplicate: dup1,
+        ..
+    } = first
+    else {
+        unreachable!()
+    };
+    assert!(!dup1);
+    assert!(duplicate);
+    assert_eq!((version, digest, commit_time_ms), (v1, d1, t1));
+    assert_eq!(h.sm.head("default").unwrap(), head, "nothing committed");
+
+    // Ids are per project.
+    h.run(Command::CreateProject {
+        name: "other".into(),
+        time_ms: 0,
+    })
+    .await;
+    let mut c = commit("other", vec![], vec![]);
+    c.request_id = Some("req-1".into());
+    let out = h.run(Command::Commit(c)).await;
+    assert!(matches!(
+        out,
+        CommandOutcome::Committed {
+            version: 1,
+            duplicate: false,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn request_ids_are_forgotten_after_the_window() {
+    let mut h = Harness::with_config(StoreConfig {
+        history_limit: 10,
+        ..StoreConfig::default()
+    })
+    .await;
+    let mut c = commit("default", vec![], vec![]);
+    c.request_id = Some("old".into());
+    h.run(Command::Commit(c.clone())).await;
+    // Version 1 holds "old"; it stays remembered through version REQUEST_ID_WINDOW.
+    let fillers = (crate::REQUEST_ID_WINDOW - 1) as usize;
+    for chunk in vec![(); fillers].chunks(1000) {
+        let cmds = chunk
+            .iter()
+            .map(|_| Command::Commit(commit("default", vec![], vec![])))
+            .collect();
+        h.apply(cmds).await;
+    }
+    assert_eq!(
+        h.sm.head("default").unwrap().version,
+        crate::REQUEST_ID_WINDOW
+    );
+    let dup = h.run(Command::Commit(c.clone())).await;
+    assert!(matches!(
+        dup,
+        CommandOutcome::Committed {
+            version: 1,
+            duplicate: true,
+            ..
+        }
+    ));
+    h.run(Command::Commit(commit("default", vec![], vec![])))
+        .await;
+    // Now at REQUEST_ID_WINDOW + 1: version 1 left the window.
+    let fresh = h.run(Command::Commit(c)).await;
+    assert!(
+        matches!(
+            fresh,
+            CommandOutcome::Committed {
+                duplicate: false,
+                ..
+            }
+        ),
+        "{fresh:?}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_deltas_are_rejected_deterministically() {
+    let mut h = Harness::new().await;
+    let missing = EntityKey::new(EntityKind::Config, "nope");
+    let out = h
+        .run(Command::Commit(commit("default", vec![], vec![missing])))
+        .await;
+    assert!(matches!(out, CommandOutcome::Rejected { .. }), "{out:?}");
+    let out = h
+        .run(Command::Commit(commit(
+            "default",
+            vec![gate("a", json!(1)), gate("a", json!(2))],
+            vec![],
+        )))
+        .await;
+    assert!(matches!(out, CommandOutcome::Rejected { .. }), "{out:?}");
+    let out = h
+        .run(Command::Commit(commit(
+            "default",
+            vec![gate("a", json!(1))],
+            vec![EntityKey::new(EntityKind::Gate, "a")],
+        )))
+        .await;
+    assert!(matches!(out, CommandOutcome::Rejected { .. }), "{out:?}");
+    assert_eq!(h.sm.head("default").unwrap().version, 0);
+}
+
+#[tokio::test]
+async fn commit_time_never_goes_backwards() {
+    let mut h = Harness::new().await;
+    let mut times = Vec::new();
+    for proposed in [100, 50, 200, 199] {
+        let mut c = commit("default", vec![], vec![]);
+        c.proposed_time_ms = proposed;
+        match h.run(Command::Commit(c)).await {
+            CommandOutcome::Committed { commit_time_ms, .. } => times.push(commit_time_ms),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(times, [100, 100, 200, 200]);
+    assert_eq!(
+        h.sm.version_record("default", 2)
+            .unwrap()
+            .unwrap()
+            .commit_time_ms,
+        100
+    );
+}
+
+#[tokio::test]
+async fn projects_are_created_deleted_and_recreated_empty() {
+    let mut h = Harness::new().await;
+    let create = || Command::CreateProject {
+        name: "web".into(),
+        time_ms: 500,
+    };
+    assert_eq!(
+        h.run(create()).await,
+        CommandOutcome::ProjectCreated {
+            project: "web".into()
+        }
+    );
+    assert_eq!(
+        h.run(create()).await,
+        CommandOutcome::ProjectExists {
+            project: "web".into()
+        }
+    );
+    let mut c = commit("web", vec![gate("g", json!({"x": 1}))], vec![]);
+    c.request_id = Some("r".into());
+    c.proposed_time_ms = 10;
+    let out = h.run(Command::Commit(c.clone())).await;
+    // The creation time is the first "previous" commit time.
+    assert!(matches!(
+        out,
+        CommandOutcome::Committed {
+            version: 1,
+            commit_time_ms: 500,
+            ..
+        }
+    ));
+    assert_eq!(
+        h.run(Command::Commit(commit("nope", vec![], vec![]))).await,
+        CommandOutcome::UnknownProject {
+            project: "nope".into()
+        }
+    );
+    let delete = Command::DeleteProject {
+        name: "web".into(),
+        time_ms: 0,
+    };
+    assert_eq!(
+        h.run(delete.clone()).await,
+        CommandOutcome::ProjectDeleted {
+            project: "web".into()
+        }
+    );
+    assert!(h.sm.head("web").is_none());
+    assert_eq!(
+        h.run(delete).await,
+        CommandOutcome::UnknownProject {
+            project: "web".into()
+        }
+    );
+    h.run(create()).await;
+    let head = h.sm.head("web").unwrap();
+    assert_eq!((head.version, head.entity_count), (0, 0));
+    assert!(h.sm.history("web", 0, 10).unwrap().is_empty());
+    // The old request id died with the old project.
+    let out = h.run(Command::Commit(c)).await;
+    assert!(matches!(
+        out,
+        CommandOutcome::Committed {
+            version: 1,
+            duplicate: false,
+            ..
+        }
+    ));
+    assert!(matches!(
+        h.run(Command::DeleteProject {
+            name: DEFAULT_PROJECT.into(),
+            time_ms: 0
+        })
+        .await,
+        CommandOutcome::Rejected { .. }
+    ));
+    assert!(matches!(
+        h.run(Command::CreateProject {
+            name: String::new(),
+            time_ms: 0
+        })
+        .await,
+        CommandOutcome::Rejected { .. }
+    ));
+}
+
+#[tokio::test]
+async fn applied_changes_are_published_in_order_and_the_watch_moves() {
+    let mut h = Harness::new().await;
+    let mut rx = h.sm.subscribe();
+    let mut watch = h.sm.applied_watch();
+    h.apply(vec![
+        Command::CreateProject {
+            name: "p".into(),
+            time_ms: 0,
+        },
+        Command::Commit(commit("p", vec![gate("a", json!(1))], vec![])),
+        Command::Commit(commit(
+            "p",
+            vec![],
+            vec![EntityKey::new(EntityKind::Config, "x")],
+        )),
+        Command::DeleteProject {
+            name: "p".into(),
+            time_ms: 0,
+        },
+    ])
+    .await;
+    assert_eq!(*watch.borrow_and_update(), 4);
+    assert!(
+        matches!(&*rx.try_recv().unwrap(), AppliedChange::ProjectCreated { project } if project == "p")
+    );
+    match &*rx.try_recv().unwrap() {
+        AppliedChange::Version { project, record } => {
+            assert_eq!(project, "p");
+            assert_eq!(record.version, 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The rejected commit published nothing.
+    assert!(matches!(
+        &*rx.try_recv().unwrap(),
+        AppliedChange::ProjectDeleted { .. }
+    ));
+    assert!(rx.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn readers_keep_their_copy_while_applies_go_on() {
+    let mut h = Harness::new().await;
+    h.run(Command::Commit(commit(
+        "default",
+        vec![gate("a", json!(1))],
+        vec![],
+    )))
+    .await;
+    let before = h.sm.ruleset("default").unwrap();
+    h.run(Command::Commit(commit(
+        "default",
+        vec![gate("a", json!(2)), gate("b", json!(3))],
+        vec![],
+    )))
+    .await;
+    assert_eq!(before.head.version, 1);
+    assert_eq!(before.entities.len(), 1);
+    assert_eq!(
+        **before
+            .entities
+            .get(&EntityKey::new(EntityKind::Gate, "a"))
+            .unwrap(),
+        json!(1)
+    );
+    let after = h.sm.ruleset("default").unwrap();
+    assert_eq!(after.entities.len(), 2);
+    assert_eq!(after.head.digest, full_digest(&h.sm, "default"));
+}

@@ -1,0 +1,183 @@
+//! Snapshot build and install.
+
+use super::harness::*;
+use crate::{AppliedChange, Command, CommandOutcome, StoreConfig};
+use flagraft_client::entity::{EntityKey, EntityKind};
+use openraft::storage::RaftStateMachine;
+use openraft::{RaftSnapshotBuilder, Snapshot};
+use serde_json::json;
+
+async fn build(h: &mut Harness) -> Snapshot<crate::TypeConfig> {
+    let mut builder = h.sm.get_snapshot_builder().await;
+    builder.build_snapshot().await.unwrap()
+}
+
+async fn install(target: &mut Harness, snap: Snapshot<crate::TypeConfig>) {
+    let mut buf = target.sm.begin_receiving_snapshot().await.unwrap();
+    *buf = *snap.snapshot;
+    target.sm.install_snapshot(&snap.meta, buf).await.unwrap();
+}
+
+fn assert_same_state(a: &Harness, b: &Harness) {
+    assert_eq!(a.sm.projects(), b.sm.projects());
+    assert_eq!(a.sm.last_applied(), b.sm.last_applied());
+    for head in a.sm.projects() {
+        let ra = a.sm.ruleset(&head.name).unwrap();
+        let rb = b.sm.ruleset(&head.name).unwrap();
+        assert_eq!(ra.entities, rb.entities);
+        assert_eq!(full_digest(&b.sm, &head.name), head.digest);
+        assert_eq!(
+            a.sm.oldest_retained(&head.name),
+            b.sm.oldest_retained(&head.name)
+        );
+        assert_eq!(
+            a.sm.history(&head.name, 0, usize::MAX).unwrap(),
+            b.sm.history(&head.name, 0, usize::MAX).unwrap()
+        );
+    }
+}
+
+#[tokio::test]
+async fn build_then_install_reproduces_the_state_exactly() {
+    // History retention is node-local: both nodes use the same bound here.
+    let config = StoreConfig {
+        history_limit: 4,
+        ..StoreConfig::default()
+    };
+    let mut a = Harness::with_config(config.clone()).await;
+    a.run(Command::CreateProject {
+        name: "p".into(),
+        time_ms: 1,
+    })
+    .await;
+    for i in 0..8 {
+        let mut c = commit(
+            if i % 2 == 0 { "p" } else { "default" },
+            vec![gate(&format!("g{}", i % 3), json!({"i": i, "n": [1, 2]}))],
+            vec![],
+        );
+        c.request_id = Some(format!("req{i}"));
+        a.run(Command::Commit(c)).await;
+    }
+    a.run(Command::Commit(commit(
+        "p",
+        vec![],
+        vec![EntityKey::new(EntityKind::Gate, "g0")],
+    )))
+    .await;
+    let snap = build(&mut a).await;
+    assert_eq!(snap.meta.last_log_id, a.sm.last_applied());
+
+    let mut b = Harness::with_config(config.clone()).await;
+    b.run(Command::Commit(commit(
+        "default",
+        vec![gate("stale", json!(0))],
+        vec![],
+    )))
+    .await;
+    let mut changes = b.sm.subscribe();
+    install(&mut b, snap).await;
+    assert_same_state(&a, &b);
+    assert!(matches!(
+        &*changes.try_recv().unwrap(),
+        AppliedChange::SnapshotInstalled { .. }
+    ));
+    assert_eq!(
+        b.sm.get_current_snapshot()
+            .await
+            .unwrap()
+            .unwrap()
+            .meta
+            .last_log_id,
+        a.sm.last_applied()
+    );
+
+    // Both go on identically, including idempotency from the carried window.
+    b.next_index = a.next_index;
+    for h in [&mut a, &mut b] {
+        let mut c = commit("p", vec![], vec![]);
+        c.request_id = Some("req6".into());
+        let out = h.run(Command::Commit(c)).await;
+        assert!(
+            matches!(
+                out,
+                CommandOutcome::Committed {
+                    duplicate: true,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        h.run(Command::Commit(commit(
+            "p",
+            vec![gate("new", json!(1))],
+            vec![],
+        )))
+        .await;
+    }
+    assert_same_state(&a, &b);
+
+    // The installed state is durable.
+    let b = b.reopen(config).await;
+    assert_same_state(&a, &b);
+}
+
+#[tokio::test]
+async fn a_node_that_missed_50_000_commits_catches_up_from_a_snapshot() {
+    let mut leader = Harness::new().await;
+    let mut follower = Harness::new().await;
+    let mut n = 0u64;
+    while n < 50_000 {
+        let cmds = (0..1000)
+            .map(|i| {
+                let k = (n + i) % 500;
+                Command::Commit(commit(
+                    "default",
+                    vec![gate(&format!("g{k}"), json!({"v": n + i}))],
+                    vec![],
+                ))
+            })
+            .collect();
+        leader.apply(cmds).await;
+        n += 1000;
+    }
+    assert_eq!(leader.sm.head("default").unwrap().version, 50_000);
+    let snap = build(&mut leader).await;
+    install(&mut follower, snap).await;
+    assert_same_state(&leader, &follower);
+    assert_eq!(follower.sm.head("default").unwrap().entity_count, 500);
+    // Default history bound: the last 10,000 versions travel with the snapshot.
+    assert_eq!(follower.sm.oldest_retained("default"), Some(40_001));
+}
+
+#[tokio::test]
+async fn a_snapshot_with_a_wrong_digest_is_refused() {
+    let mut a = Harness::new().await;
+    a.run(Command::Commit(commit(
+        "default",
+        vec![gate("a", json!("MARKER-AAAA"))],
+        vec![],
+    )))
+    .await;
+    let mut snap = build(&mut a).await;
+    let mut bytes = snap.snapshot.into_inner();
+    // Change the entity body (its first occurrence, in the entities section) to another
+    // valid JSON string of the same length: it decodes, but no longer matches the digest.
+    let marker = b"MARKER-AAAA";
+    let pos = bytes
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .unwrap();
+    bytes[pos + 7..pos + 11].copy_from_slice(b"BBBB");
+    *snap.snapshot = std::io::Cursor::new(bytes);
+    let mut b = Harness::new().await;
+    let before = b.sm.projects();
+    let mut buf = b.sm.begin_receiving_snapshot().await.unwrap();
+    *buf = *snap.snapshot;
+    assert!(b.sm.install_snapshot(&snap.meta, buf).await.is_err());
+    assert_eq!(
+        b.sm.projects(),
+        before,
+        "a refused snapshot changes nothing"
+    );
+}
