@@ -734,8 +734,8 @@ impl<'r, 'u, 't> Ctx<'r, 'u, 't> {
 }
 
 fn describe(l: &Lhs<'_>) -> String {
-    if let Some(o) = l.object {
-        return short_json(&Value::Object(o.clone()));
+    if let Some(j) = l.json {
+        return short_json(j);
     }
     match (l.string, l.int, l.is_null) {
         (Some(s), _, _) => format!("{s:?}"),

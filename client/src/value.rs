@@ -89,6 +89,7 @@ impl DynValue {
             boolean: self.boolean,
             array: self.array.as_deref(),
             object: self.json.as_object(),
+            json: Some(&self.json),
         }
     }
 }
@@ -108,6 +109,8 @@ pub struct Lhs<'a> {
     pub boolean: Option<bool>,
     pub array: Option<&'a [DynValue]>,
     pub object: Option<&'a serde_json::Map<String, Value>>,
+    /// The JSON value, when the left side came from JSON (for explanations).
+    pub json: Option<&'a Value>,
 }
 
 impl<'a> Lhs<'a> {
@@ -121,6 +124,7 @@ impl<'a> Lhs<'a> {
         boolean: None,
         array: None,
         object: None,
+        json: None,
     };
 
     /// An integer computed during evaluation (`user_bucket`): number forms and
