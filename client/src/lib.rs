@@ -24,6 +24,7 @@ pub mod ops;
 pub mod problem;
 pub mod protocol;
 pub mod report;
+pub mod sdk;
 pub mod ua;
 pub mod user;
 pub mod validate;

@@ -11,6 +11,7 @@ pub use codec::{
     ProtocolError, DEFAULT_MAX_SERVER_MESSAGE_BYTES, MAX_CLIENT_MESSAGE_BYTES, MAX_KEY_BYTES,
     MAX_SDK_BYTES,
 };
+pub(crate) use messages::digest_hex;
 pub use messages::{
     Behind, ClientMessage, Delta, Goodbye, Heartbeat, Hello, HistoryGone, PollResponse,
     ServerMessage, Snapshot, SnapshotReason, Welcome,

@@ -1,0 +1,244 @@
+//! One immutable version of the ruleset as the SDK holds it: entities with
+//! their hashes, the running digest, and the evaluator's compiled form.
+//! Each applied message produces a new `RulesetState`, swapped in atomically.
+
+use crate::compile::CompiledRuleset;
+use crate::digest::{entity_key_hash, RulesetDigest};
+use crate::entity::{Entity, EntityKey};
+use crate::protocol::{Delta, Snapshot};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Where the state the SDK evaluates against came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateSource {
+    /// Nothing yet: every evaluation returns code defaults.
+    Empty,
+    /// The disk cache, while no node was reachable.
+    DiskCache,
+    /// A node of the cluster.
+    Network,
+    /// Local mode: rules given in code or a file.
+    Local,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ApplyError {
+    #[error("delta from version {from} does not apply to version {have}")]
+    VersionGap { have: u64, from: u64 },
+    #[error("digest mismatch at version {version}: expected {expected}, computed {computed}")]
+    DigestMismatch {
+        version: u64,
+        expected: RulesetDigest,
+        computed: RulesetDigest,
+    },
+    #[error("invalid delta: {0}")]
+    Invalid(&'static str),
+}
+
+pub struct RulesetState {
+    pub version: u64,
+    pub digest: RulesetDigest,
+    pub commit_time_ms: u64,
+    pub source: StateSource,
+    pub(crate) entities: BTreeMap<EntityKey, (Arc<Entity>, [u8; 32])>,
+    pub(crate) compiled: CompiledRuleset,
+    /// Problems the lenient compiler found (specs it left out).
+    pub problems: usize,
+}
+
+impl std::fmt::Debug for RulesetState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RulesetState")
+            .field("version", &self.version)
+            .field("digest", &self.digest)
+            .field("source", &self.source)
+            .field("entities", &self.entities.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RulesetState {
+    pub fn empty() -> Self {
+        Self::build(
+            0,
+            0,
+            StateSource::Empty,
+            BTreeMap::new(),
+            RulesetDigest::EMPTY,
+        )
+    }
+
+    /// A state from a whole entity list; checks `expected` when given.
+    pub fn from_entities(
+        version: u64,
+        commit_time_ms: u64,
+        source: StateSource,
+        entities: Vec<Entity>,
+        expected: Option<RulesetDigest>,
+    ) -> Result<Self, ApplyError> {
+        let mut map = BTreeMap::new();
+        let mut digest = RulesetDigest::EMPTY;
+        for e in entities {
+            let h = entity_key_hash(&e.key, &e.body);
+            if let Some((_, old)) = map.insert(e.key.clone(), (Arc::new(e), h)) {
+                digest.remove(&old); // a duplicate key: last one wins, as a map would
+            }
+            digest.add(&h);
+        }
+        if let Some(expected) = expected {
+            if expected != digest {
+                return Err(ApplyError::DigestMismatch {
+                    version,
+                    expected,
+                    computed: digest,
+                });
+            }
+        }
+        Ok(Self::build(version, commit_time_ms, source, map, digest))
+    }
+
+    pub fn from_snapshot(s: Snapshot) -> Result<Self, ApplyError> {
+        Self::from_entities(
+            s.version,
+            s.commit_time_ms,
+            StateSource::Network,
+            s.entities,
+            Some(s.digest),
+        )
+    }
+
+    /// The state after `d`; `d` must start at this state's version and end at its digest.
+    pub fn apply_delta(&self, d: Delta) -> Result<Self, ApplyError> {
+        if d.from_version != self.version {
+            return Err(ApplyError::VersionGap {
+                have: self.version,
+                from: d.from_version,
+            });
+        }
+        if d.to_version <= d.from_version {
+            return Err(ApplyError::Invalid("to_version <= from_version"));
+        }
+        let mut map = self.entities.clone();
+        let mut digest = self.digest;
+        for key in &d.deletes {
+            if let Some((_, h)) = map.remove(key) {
+                digest.remove(&h);
+            }
+        }
+        for e in d.upserts {
+            let h = entity_key_hash(&e.key, &e.body);
+            if let Some((_, old)) = map.insert(e.key.clone(), (Arc::new(e), h)) {
+                digest.remove(&old);
+            }
+            digest.add(&h);
+        }
+        if digest != d.digest {
+            return Err(ApplyError::DigestMismatch {
+                version: d.to_version,
+                expected: d.digest,
+                computed: digest,
+            });
+        }
+        Ok(Self::build(
+            d.to_version,
+            d.commit_time_ms,
+            StateSource::Network,
+            map,
+            digest,
+        ))
+    }
+
+    fn build(
+        version: u64,
+        commit_time_ms: u64,
+        source: StateSource,
+        entities: BTreeMap<EntityKey, (Arc<Entity>, [u8; 32])>,
+        digest: RulesetDigest,
+    ) -> Self {
+        let (compiled, problems) =
+            CompiledRuleset::compile_lenient(entities.values().map(|(e, _)| &**e));
+        RulesetState {
+            version,
+            digest,
+            commit_time_ms,
+            source,
+            entities,
+            compiled,
+            problems: problems.len(),
+        }
+    }
+
+    pub fn entity_count(&self) -> usize {
+        self.entities.len()
+    }
+
+    pub fn entities(&self) -> impl Iterator<Item = &Entity> {
+        self.entities.values().map(|(e, _)| &**e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entity::EntityKind;
+    use crate::protocol::SnapshotReason;
+    use serde_json::json;
+
+    fn e(name: &str, n: i64) -> Entity {
+        Entity {
+            key: EntityKey::new(EntityKind::Gate, name),
+            body: json!({ "n": n }),
+        }
+    }
+
+    fn digest_of(entities: &[Entity]) -> RulesetDigest {
+        RulesetDigest::from_hashes(
+            &entities
+                .iter()
+                .map(|e| entity_key_hash(&e.key, &e.body))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn snapshot_then_delta_checks_digests_and_versions() {
+        let snap = Snapshot {
+            version: 4,
+            digest: digest_of(&[e("a", 1), e("b", 1)]),
+            commit_time_ms: 1,
+            reason: SnapshotReason::Initial,
+            entities: vec![e("a", 1), e("b", 1)],
+        };
+        let s = RulesetState::from_snapshot(snap.clone()).unwrap();
+        assert_eq!((s.version, s.entity_count()), (4, 2));
+        let d = Delta {
+            from_version: 4,
+            to_version: 5,
+            commit_time_ms: 2,
+            upserts: vec![e("a", 2), e("c", 1)],
+            deletes: vec![EntityKey::new(EntityKind::Gate, "b")],
+            digest: digest_of(&[e("a", 2), e("c", 1)]),
+        };
+        let s2 = s.apply_delta(d.clone()).unwrap();
+        assert_eq!((s2.version, s2.entity_count()), (5, 2));
+        // Wrong base version, wrong digest.
+        assert!(matches!(
+            s2.apply_delta(d.clone()),
+            Err(ApplyError::VersionGap { have: 5, from: 4 })
+        ));
+        let bad = Delta {
+            digest: RulesetDigest::EMPTY,
+            ..d
+        };
+        assert!(matches!(
+            s.apply_delta(bad),
+            Err(ApplyError::DigestMismatch { version: 5, .. })
+        ));
+        let bad_snap = Snapshot {
+            digest: RulesetDigest::EMPTY,
+            ..snap
+        };
+        assert!(RulesetState::from_snapshot(bad_snap).is_err());
+    }
+}
