@@ -1,0 +1,16 @@
+//! The DCS JSON document GetRuleset returns, built by the SDK's own
+//! `flagraft_client::dcs::dcs_from_entities` so nodes and clients agree on it.
+
+use flagraft_client::dcs::{dcs_from_entities, Dialect};
+use flagraft_store::RulesetSnapshot;
+
+/// The project's ruleset as a DCS document of `dialect` (`time`: the head's
+/// commit time).
+pub fn ruleset_json(
+    ruleset: &RulesetSnapshot,
+    dialect: Dialect,
+) -> Result<String, serde_json::Error> {
+    let entities = ruleset.to_entities();
+    let time = i64::try_from(ruleset.head.commit_time_ms).unwrap_or(i64::MAX);
+    serde_json::to_string(&dcs_from_entities(&entities, dialect, time))
+}

@@ -1,0 +1,70 @@
+//! Server side of the Raft transport: hands decoded requests to the local Raft.
+
+use crate::codec;
+use crate::limits::RAFT_MAX_MESSAGE_BYTES;
+use flagraft_proto::raft::v1::raft_server::Raft as RaftRpc;
+use flagraft_proto::raft::v1::{raft_reply, RaftReply, RaftRequest};
+use flagraft_store::{NodeId, Raft, TypeConfig};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+pub struct RaftService {
+    raft: Raft,
+}
+
+impl RaftService {
+    pub fn new(raft: Raft) -> Self {
+        RaftService { raft }
+    }
+}
+
+fn bad_request(e: codec::CodecError) -> Status {
+    Status::invalid_argument(format!("raft payload: {e}"))
+}
+
+/// Wraps the local Raft's answer: a value or the RaftError it returned.
+fn reply<T: Serialize, E: Serialize>(result: Result<T, E>) -> Result<Response<RaftReply>, Status> {
+    let result = match result {
+        Ok(v) => raft_reply::Result::Ok(codec::encode(&v).map_err(internal)?),
+        Err(e) => raft_reply::Result::RaftError(codec::encode(&e).map_err(internal)?),
+    };
+    Ok(Response::new(RaftReply {
+        result: Some(result),
+    }))
+}
+
+fn internal(e: codec::CodecError) -> Status {
+    Status::internal(e.to_string())
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let req: AppendEntriesRequest<TypeConfig> =
+            codec::decode(&request.get_ref().payload, RAFT_MAX_MESSAGE_BYTES)
+                .map_err(bad_request)?;
+        reply(self.raft.append_entries(req).await)
+    }
+
+    async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let req: VoteRequest<NodeId> =
+            codec::decode(&request.get_ref().payload, RAFT_MAX_MESSAGE_BYTES)
+                .map_err(bad_request)?;
+        reply(self.raft.vote(req).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let envelope = request.into_inner();
+        let mut req: InstallSnapshotRequest<TypeConfig> =
+            codec::decode(&envelope.payload, RAFT_MAX_MESSAGE_BYTES).map_err(bad_request)?;
+        req.data = envelope.data;
+        reply(self.raft.install_snapshot(req).await)
+    }
+}

@@ -1,0 +1,193 @@
+//! Starting a node: listeners, store, Raft, services; and stopping it cleanly.
+
+use crate::admin::AdminService;
+use crate::config::NodeConfig;
+use crate::forward::Forwarder;
+use crate::limits::{ADMIN_MAX_MESSAGE_BYTES, RAFT_MAX_MESSAGE_BYTES, SHUTDOWN_DRAIN};
+use crate::metrics::NodeMetrics;
+use crate::raft_network::Network;
+use crate::raft_service::RaftService;
+use crate::state::{NodeState, Shared};
+use crate::{bootstrap, http};
+use anyhow::{anyhow, Context};
+use flagraft_proto::admin::v1::admin_server::AdminServer;
+use flagraft_proto::raft::v1::raft_server::RaftServer;
+use flagraft_store::{Identity, Raft, StoreConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+
+/// Binds now, so a port in use stops the node before anything else happens.
+fn listen(what: &str, addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let std_listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| anyhow!("cannot listen on {what} {addr}: {e}"))?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| anyhow!("{what} {addr}: {e}"))?;
+    tokio::net::TcpListener::from_std(std_listener).map_err(|e| anyhow!("{what} {addr}: {e}"))
+}
+
+/// A running node; `stop` shuts it down gracefully.
+pub struct RunningNode {
+    pub state: Shared,
+    stop_admin: watch::Sender<bool>,
+    stop_raft: watch::Sender<bool>,
+    admin_task: JoinHandle<Result<(), tonic::transport::Error>>,
+    http_task: JoinHandle<std::io::Result<()>>,
+    raft_task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+async fn signalled(mut rx: watch::Receiver<bool>) {
+    // A dropped sender also means stop.
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
+    let raft_listener = listen("raft_addr", config.raft_addr)?;
+    let admin_listener = listen("admin_addr", config.admin_addr)?;
+    let http_listener = listen("http_addr", config.http_addr)?;
+
+    let identity = Identity {
+        node_id: config.node_id,
+        cluster: config.cluster.clone(),
+    };
+    // The store may grow settings with defaults of its own.
+    #[allow(clippy::needless_update)]
+    let store_config = StoreConfig {
+        history_limit: config.history_limit,
+        ..Default::default()
+    };
+    let (log_store, sm) = flagraft_store::open(&config.data_dir, &identity, store_config)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let raft_config = config
+        .openraft_config()
+        .validate()
+        .map_err(|e| anyhow!("raft settings: {e}"))?;
+    let raft = Raft::new(
+        config.node_id,
+        Arc::new(raft_config),
+        Network::default(),
+        log_store,
+        sm.clone(),
+    )
+    .await
+    .map_err(|e| anyhow!("cannot start raft: {e}"))?;
+
+    let state: Shared = Arc::new(NodeState {
+        id: config.node_id,
+        cluster: config.cluster.clone(),
+        raft: raft.clone(),
+        sm,
+        forwarder: Forwarder::default(),
+        metrics: NodeMetrics::default(),
+    });
+
+    let (stop_raft, stop_raft_rx) = watch::channel(false);
+    let (stop_admin, stop_admin_rx) = watch::channel(false);
+
+    let raft_svc = RaftServer::new(RaftService::new(raft))
+        .max_decoding_message_size(RAFT_MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(RAFT_MAX_MESSAGE_BYTES);
+    let raft_task = tokio::spawn(
+        Server::builder()
+            .tcp_nodelay(true)
+            .add_service(raft_svc)
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(raft_listener).with_nodelay(Some(true)),
+                signalled(stop_raft_rx),
+            ),
+    );
+
+    let admin_svc = AdminServer::new(AdminService::new(state.clone()))
+        .max_decoding_message_size(ADMIN_MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(ADMIN_MAX_MESSAGE_BYTES);
+    let admin_task = tokio::spawn(
+        Server::builder()
+            .tcp_nodelay(true)
+            .add_service(admin_svc)
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(admin_listener).with_nodelay(Some(true)),
+                signalled(stop_admin_rx.clone()),
+            ),
+    );
+
+    let http_router = http::router(state.clone());
+    let http_stop = signalled(stop_admin_rx.clone());
+    let http_task = tokio::spawn(async move {
+        axum::serve(http_listener, http_router)
+            .with_graceful_shutdown(http_stop)
+            .await
+    });
+
+    tokio::spawn(bootstrap::run(
+        state.clone(),
+        config.peers.clone(),
+        stop_admin_rx,
+    ));
+
+    tracing::info!(
+        node_id = config.node_id,
+        cluster = %config.cluster,
+        raft = %config.raft_addr,
+        admin = %config.admin_addr,
+        http = %config.http_addr,
+        data_dir = %config.data_dir.display(),
+        "node started"
+    );
+    Ok(RunningNode {
+        state,
+        stop_admin,
+        stop_raft,
+        admin_task,
+        http_task,
+        raft_task,
+    })
+}
+
+impl RunningNode {
+    /// Resolves when a server task ends on its own (an error: the node must stop).
+    pub async fn failed(&mut self) -> anyhow::Error {
+        tokio::select! {
+            r = &mut self.admin_task => anyhow!("admin server stopped: {r:?}"),
+            r = &mut self.http_task => anyhow!("http server stopped: {r:?}"),
+            r = &mut self.raft_task => anyhow!("raft server stopped: {r:?}"),
+        }
+    }
+
+    /// Graceful stop: refuse new admin/HTTP requests and let in-flight ones
+    /// finish (bounded by SHUTDOWN_DRAIN), then stop the Raft port and Raft
+    /// itself, then drop the store (every acknowledged write was already
+    /// flushed before it was acknowledged).
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let RunningNode {
+            state,
+            stop_admin,
+            stop_raft,
+            admin_task,
+            http_task,
+            raft_task,
+        } = self;
+        let _ = stop_admin.send(true);
+        let drained = tokio::time::timeout(SHUTDOWN_DRAIN, async {
+            let _ = admin_task.await;
+            let _ = http_task.await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("in-flight requests did not finish within {SHUTDOWN_DRAIN:?}");
+        }
+        let _ = stop_raft.send(true);
+        let _ = tokio::time::timeout(SHUTDOWN_DRAIN, raft_task).await;
+        state
+            .raft
+            .shutdown()
+            .await
+            .context("raft did not shut down cleanly")?;
+        tracing::info!("node stopped");
+        Ok(())
+    }
+}
