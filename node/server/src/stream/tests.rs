@@ -593,3 +593,106 @@ async fn polling_fallback_serves_snapshot_deltas_and_etags() {
     let (status, _, _) = http_get(node.addr, "/v1/download_config_specs?since=x", &[auth]).await;
     assert_eq!(status, 400);
 }
+
+// ---- The real SDK against the real stream handler ----
+
+use flagraft_client::sdk::{Client, StateSource};
+
+async fn sdk(endpoints: Vec<String>) -> Client {
+    Client::builder()
+        .endpoints(endpoints)
+        .sdk_key(KEY)
+        .backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .init_timeout(WAIT)
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sdk_applies_every_version_in_order() {
+    let node = start(fast()).await;
+    node.src.commit("default", vec![gate("g", 0)], vec![]);
+    let client = sdk(vec![node.addr.to_string()]).await;
+    assert_eq!(client.version(), 1);
+    assert_eq!(client.health().source, StateSource::Network);
+    let mut updates = client.updates();
+    for i in 2..=40u64 {
+        node.src
+            .commit("default", vec![gate(&format!("g{}", i % 7), i)], vec![]);
+    }
+    assert_eq!(client.wait_for_version(40, WAIT).await, Ok(40));
+    for v in 2..=40 {
+        let u = updates.recv().await.unwrap();
+        assert_eq!(u.version, v, "in order, nothing skipped");
+        assert_eq!(u.changed.as_deref().map(<[_]>::len), Some(1));
+    }
+    assert_eq!(client.digest(), node.src.head("default").unwrap().digest);
+    let h = client.health();
+    assert!(h.connected && h.node_id == Some(7) && h.reconnects == 0);
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn sdk_fails_over_to_another_node_and_resumes_by_version() {
+    let a = start_with(MemorySource::new(1, 1024), fast()).await;
+    let b = start_with(MemorySource::new(2, 1024), fast()).await;
+    let commit_both = |i: u64| {
+        a.src.commit("default", vec![gate("g", i)], vec![]);
+        b.src.commit("default", vec![gate("g", i)], vec![]);
+    };
+    for i in 1..=3 {
+        commit_both(i);
+    }
+    // The client starts on a random endpoint: stop whichever one it is on.
+    let client = sdk(vec![a.addr.to_string(), b.addr.to_string()]).await;
+    let mut updates = client.updates();
+    assert_eq!(client.version(), 3);
+    let first = client.health().node_id.unwrap();
+    let (on, other) = if first == 1 { (&a, &b) } else { (&b, &a) };
+    on.hub.shutdown();
+    // The other node gets two versions ahead while the client moves over.
+    for i in 4..=5 {
+        commit_both(i);
+    }
+    assert_eq!(client.wait_for_version(5, WAIT).await, Ok(5));
+    let h = client.health();
+    assert_eq!(h.node_id, Some(other.src.node_id()));
+    assert!(h.reconnects >= 1);
+    assert_eq!(
+        h.last_close,
+        Some(flagraft_client::protocol::CloseCode::ShuttingDown)
+    );
+    for v in 4..=5 {
+        assert_eq!(updates.recv().await.unwrap().version, v);
+    }
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn sdk_takes_a_snapshot_when_the_new_node_disagrees_on_its_version() {
+    let a = start_with(MemorySource::new(1, 1024), fast()).await;
+    let b = start_with(MemorySource::new(2, 1024), fast()).await;
+    a.src.commit("default", vec![gate("g", 1)], vec![]);
+    b.src.commit("default", vec![gate("g", 999)], vec![]); // same version, other content
+    let client = sdk(vec![a.addr.to_string(), b.addr.to_string()]).await;
+    let (on, other) = if client.health().node_id == Some(1) {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    assert_eq!(client.digest(), on.src.head("default").unwrap().digest);
+    let mut versions = client.version_watch();
+    on.hub.shutdown();
+    // The other node answers the client's (version, digest) with a digest_mismatch snapshot.
+    let want = other.src.head("default").unwrap().digest;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while client.digest() != want {
+        tokio::time::timeout_at(deadline, versions.changed())
+            .await
+            .expect("resynced in time")
+            .unwrap();
+    }
+    assert_eq!(client.version(), 1);
+    client.shutdown().await;
+}
