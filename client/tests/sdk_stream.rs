@@ -1,6 +1,9 @@
 //! The SDK against a scripted fake node: client-side digest checks, resync,
 //! and cold start from the disk cache with no node reachable.
 
+// tungstenite's handshake callback signature fixes the error type.
+#![allow(clippy::result_large_err)]
+
 use flagraft_client::digest::{entity_key_hash, RulesetDigest};
 use flagraft_client::entity::Entity;
 use flagraft_client::protocol::{
