@@ -24,6 +24,11 @@
 //! rpc_timeout_ms = 1000                 # append-entries / vote timeout
 //! snapshot_timeout_ms = 30000           # one snapshot chunk
 //!
+//! [stream]                              # optional: update stream (see docs/protocol.md)
+//! heartbeat_ms = 15000
+//! [stream.keys]                         # TEMPORARY static server keys
+//! "srv-default-dev" = { project = "default", kind = "server" }
+//!
 //! [snapshot]                            # optional
 //! logs_since_last = 5000                # build a snapshot after this many entries
 //! logs_kept = 1000                      # entries kept behind a snapshot for lagging followers
@@ -52,6 +57,9 @@ pub struct NodeConfig {
     pub raft: RaftTimeouts,
     #[serde(default)]
     pub snapshot: SnapshotPolicy,
+    /// `[stream]`: update stream tunables and (temporary) keys; see crate::stream.
+    #[serde(default)]
+    pub stream: crate::stream::StreamConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

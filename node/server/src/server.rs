@@ -33,6 +33,7 @@ fn listen(what: &str, addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListene
 /// A running node; `stop` shuts it down gracefully.
 pub struct RunningNode {
     pub state: Shared,
+    stream: Arc<crate::stream::StreamHub<crate::stream::StoreSource>>,
     stop_admin: watch::Sender<bool>,
     stop_raft: watch::Sender<bool>,
     admin_task: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -115,7 +116,9 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
             ),
     );
 
-    let http_router = http::router(state.clone());
+    let stream = crate::stream::start_for_store(&config.stream, state.sm.clone(), config.node_id)
+        .map_err(|e| anyhow!("{e}"))?;
+    let http_router = http::router(state.clone()).merge(crate::stream::router(stream.clone()));
     let http_stop = signalled(stop_admin_rx.clone());
     let http_task = tokio::spawn(async move {
         axum::serve(http_listener, http_router)
@@ -140,6 +143,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     );
     Ok(RunningNode {
         state,
+        stream,
         stop_admin,
         stop_raft,
         admin_task,
@@ -165,12 +169,16 @@ impl RunningNode {
     pub async fn stop(self) -> anyhow::Result<()> {
         let RunningNode {
             state,
+            stream,
             stop_admin,
             stop_raft,
             admin_task,
             http_task,
             raft_task,
         } = self;
+        // Stream subscribers get a goodbye (4005) and move to another node.
+        stream.shutdown();
+        let _ = stream.drained(SHUTDOWN_DRAIN).await;
         let _ = stop_admin.send(true);
         let drained = tokio::time::timeout(SHUTDOWN_DRAIN, async {
             let _ = admin_task.await;

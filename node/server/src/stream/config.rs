@@ -32,6 +32,8 @@ pub struct StreamConfig {
     pub max_client_message_bytes: usize,
     /// Deltas one poll returns at most; beyond, a snapshot.
     pub max_poll_deltas: usize,
+    /// TEMPORARY static key map (until admin keys land): key -> {project, kind}.
+    pub keys: std::collections::HashMap<String, super::keys::KeyGrant>,
 }
 
 impl Default for StreamConfig {
@@ -50,6 +52,7 @@ impl Default for StreamConfig {
             max_write_buffer_bytes: 80 * 1024 * 1024,
             max_client_message_bytes: flagraft_client::protocol::MAX_CLIENT_MESSAGE_BYTES,
             max_poll_deltas: 1_000,
+            keys: std::collections::HashMap::new(),
         }
     }
 }

@@ -17,6 +17,7 @@ pub enum KeyKind {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KeyGrant {
     pub project: String,
     pub kind: KeyKind,

@@ -37,6 +37,20 @@ use axum::Router;
 use flagraft_client::protocol::{POLL_PATH, STREAM_PATH, SUBPROTOCOL};
 use std::sync::Arc;
 
+/// The stream of a node: a hub over its state machine with the configured
+/// (static, temporary) keys, fan-out started.
+pub fn start_for_store(
+    config: &StreamConfig,
+    sm: flagraft_store::StateMachineStore,
+    node_id: flagraft_store::NodeId,
+) -> Result<Arc<StreamHub<StoreSource>>, StreamConfigError> {
+    config.validate()?;
+    let keys = Arc::new(StaticKeys::new(config.keys.clone()));
+    let hub = StreamHub::new(StoreSource::new(sm, node_id), config.clone(), keys);
+    hub.spawn_fanout();
+    Ok(hub)
+}
+
 /// The stream's routes, ready to be merged into the node's HTTP router.
 pub fn router<S: StreamSource>(hub: Arc<StreamHub<S>>) -> Router {
     Router::new()
