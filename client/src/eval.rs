@@ -190,7 +190,8 @@ struct Ctx<'r, 'u, 't> {
     rs: &'r CompiledRuleset,
     user: &'u User,
     opts: &'u EvalOptions,
-    now: i64,
+    /// Read from the clock only when a `current_time` condition needs it.
+    now: Option<i64>,
     exposures: Vec<SecondaryExposure<'r>>,
     memo: Vec<Memo<'r>>,
     depth: u32,
@@ -249,9 +250,7 @@ impl CompiledRuleset {
         let mut ctx = Ctx::new(self, user, opts, trace);
         let spec = self.gate_index.get(name).map(|&i| &self.gates[i as usize]);
         let Some(spec) = spec else {
-            ctx.note(format!(
-                "gate '{name}' does not exist: false (Unrecognized)"
-            ));
+            ctx.note(|| format!("gate '{name}' does not exist: false (Unrecognized)"));
             return GateResult {
                 value: false,
                 rule_id: "",
@@ -307,9 +306,7 @@ impl CompiledRuleset {
             (&self.config_index, &self.configs, "config")
         };
         let Some(spec) = index.get(name).map(|&i| &specs[i as usize]) else {
-            ctx.note(format!(
-                "{label} '{name}' does not exist: {{}} (Unrecognized)"
-            ));
+            ctx.note(|| format!("{label} '{name}' does not exist: {{}} (Unrecognized)"));
             return ConfigResult {
                 value: empty_object(),
                 rule_id: "",
@@ -376,7 +373,7 @@ impl<'r, 'u, 't> Ctx<'r, 'u, 't> {
             rs,
             user,
             opts,
-            now: opts.now_ms.unwrap_or_else(now_ms),
+            now: opts.now_ms,
             exposures: Vec::new(),
             memo: Vec::new(),
             depth: 0,
@@ -395,11 +392,12 @@ impl<'r, 'u, 't> Ctx<'r, 'u, 't> {
         }
     }
 
-    fn note(&mut self, text: String) {
+    /// Record an explanation line; `text` is only built when tracing.
+    fn note(&mut self, text: impl FnOnce() -> String) {
         if let Some(t) = self.trace.as_deref_mut() {
             t.push(TraceLine {
                 depth: self.depth,
-                text,
+                text: text(),
             });
         }
     }
@@ -415,7 +413,7 @@ impl<'r, 'u, 't> Ctx<'r, 'u, 't> {
             } else {
                 " (disabled: rules ignored)"
             };
-            self.note(format!("{label} '{}'{state}", spec.name));
+            self.note(|| format!("{label} '{}'{state}", spec.name));
         }
         // Statsig's core carries one boolean across conditions and rules; it
         // starts false for every (nested) evaluation.
@@ -423,15 +421,12 @@ impl<'r, 'u, 't> Ctx<'r, 'u, 't> {
         for (ri, rule) in spec.rules.iter().enumerate() {
             let unsupported = self.eval_rule(rule, ri, &mut last);
             if unsupported || self.depth_exceeded {
-                self.note(format!(
-                    "  -> stops at rule '{}': {}",
-                    rule.id,
-                    if self.depth_exceeded {
-                        "nesting depth limit exceeded"
-                    } else {
-                        "unsupported condition"
-                    }
-                ));
+                let why = if self.depth_exceeded {
+                    "nesting depth limit exceeded"
+                } else {
+                    "unsupported condition"
+                };
+                self.note(|| format!("  -> stops at rule '{}': {why}", rule.id));
                 return Outcome {
                     bool_value: last,
                     unsupported: true,
@@ -443,7 +438,7 @@ impl<'r, 'u, 't> Ctx<'r, 'u, 't> {
             }
             if let Some(d) = rule.delegate {
                 let target = &self.rs.configs[d as usize];
-                self.note(format!("  -> delegates to experiment '{}'", target.name));
+                self.note(|| format!("  -> delegates to experiment '{}'", target.name));
                 let before = self.exposures.len();
                 if !self.enter() {
                     return Outcome {
@@ -478,7 +473,7 @@ impl<'r, 'u, 't> Ctx<'r, 'u, 't> {
                         if passed { "in" } else { "out (default value)" }
                     )
                 };
-                self.note(format!("  -> decided by rule '{}'{pct}", rule.id));
+                self.note(|| format!("  -> decided by rule '{}'{pct}", rule.id));
             }
             return Outcome {
                 bool_value,
@@ -492,9 +487,7 @@ impl<'r, 'u, 't> Ctx<'r, 'u, 't> {
             };
         }
         let rule_id = if spec.enabled { "default" } else { "disabled" };
-        self.note(format!(
-            "  -> no rule matched: default value, rule '{rule_id}'"
-        ));
+        self.note(|| format!("  -> no rule matched: default value, rule '{rule_id}'"));
         Outcome {
             bool_value: spec.default_bool,
             json: &spec.default_json,
@@ -511,7 +504,7 @@ impl<'r, 'u, 't> Ctx<'r, 'u, 't> {
     /// Returns whether an unsupported condition was met.
     fn eval_rule(&mut self, rule: &'r CRule, index: usize, last: &mut bool) -> bool {
         if self.tracing() {
-            self.note(format!("  rule #{index} '{}'", rule.id));
+            self.note(|| format!("  rule #{index} '{}'", rule.id));
         }
         let mut all = true;
         let mut unsupported = false;
@@ -547,7 +540,7 @@ impl<'r, 'u, 't> Ctx<'r, 'u, 't> {
         let bucket_text;
         match &c.source {
             Source::Public => {
-                self.note("    public: true".into());
+                self.note(|| "    public: true".into());
                 return Some(true);
             }
             Source::Gate {
@@ -563,7 +556,7 @@ impl<'r, 'u, 't> Ctx<'r, 'u, 't> {
                         c.raw.condition_type,
                         c.raw.operator.as_deref().unwrap_or("(no operator)")
                     );
-                    self.note(text);
+                    self.note(|| text);
                 }
                 return None;
             }
@@ -600,7 +593,10 @@ impl<'r, 'u, 't> Ctx<'r, 'u, 't> {
                 };
                 lhs = User::lhs_of(user.environment(key).or(fallback));
             }
-            Source::CurrentTime => lhs = Lhs::now(self.now),
+            Source::CurrentTime => {
+                let now = *self.now.get_or_insert_with(now_ms);
+                lhs = Lhs::now(now);
+            }
             Source::UserBucket(prefix) => {
                 let b = hash::user_bucket(prefix, user.unit_id_str(&c.id_type));
                 bucket_text = NumBuf::new(b);
@@ -641,9 +637,7 @@ impl<'r, 'u, 't> Ctx<'r, 'u, 't> {
         let label = if negate { "fail_gate" } else { "pass_gate" };
         let (value, rule_id) = match index {
             None => {
-                self.note(format!(
-                    "    {label} '{name}': gate does not exist, so false"
-                ));
+                self.note(|| format!("    {label} '{name}': gate does not exist, so false"));
                 (false, "")
             }
             Some(i) => {
@@ -683,9 +677,9 @@ impl<'r, 'u, 't> Ctx<'r, 'u, 't> {
         }
         let result = value != negate;
         if self.tracing() && index.is_some() {
-            self.note(format!(
-                "    {label} '{name}': gate is {value} (rule '{rule_id}'), so {result}"
-            ));
+            self.note(|| {
+                format!("    {label} '{name}': gate is {value} (rule '{rule_id}'), so {result}")
+            });
         }
         Some(result)
     }
@@ -729,7 +723,7 @@ impl<'r, 'u, 't> Ctx<'r, 'u, 't> {
             short_json(&raw.target_value),
             result
         );
-        self.note(s);
+        self.note(|| s);
     }
 }
 
