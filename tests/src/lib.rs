@@ -1,1 +1,52 @@
-//! Helpers for cluster tests: start, stop and wait for real node processes.
+//! Helpers for cluster tests: start, stop and wait for real `flagraft-node`
+//! processes on 127.0.0.1.
+//!
+//! Finding the binary: `CARGO_BIN_EXE_*` only exists inside the package that
+//! owns the binary, so the harness builds it the way escargot does: once per
+//! test process it runs `$CARGO build -p flagraft-node --bin flagraft-node`
+//! (a no-op when up to date, so a stale binary is never tested) and takes
+//! `flagraft-node` from the same target dir and profile as the running test
+//! (`current_exe()` is `<target>/<profile>/deps/<test>`). `FLAGRAFT_NODE_BIN`
+//! overrides both.
+//!
+//! Every node gets its own config, data dir and log file in a temp dir; all
+//! processes are killed (by PID) when the [`Cluster`] is dropped.
+
+mod cluster;
+mod wait;
+
+pub use cluster::{node_binary, run_node_once, Cluster, ClusterOptions, NodePorts};
+pub use wait::{wait_for, WaitError};
+
+use flagraft_proto::admin::v1 as pb;
+
+/// A small gate entity body that the node's spec checks accept.
+pub fn gate_json(salt: &str) -> String {
+    serde_json::json!({
+        "type": "feature_gate",
+        "entity": "feature_gate",
+        "enabled": true,
+        "salt": salt,
+        "defaultValue": false,
+        "idType": "userID",
+        "rules": [],
+    })
+    .to_string()
+}
+
+/// A commit of one gate named `name`, tagged with `request_id`.
+pub fn gate_commit(project: &str, name: &str, request_id: &str) -> pb::CommitRequest {
+    pb::CommitRequest {
+        project: project.into(),
+        upserts: vec![pb::Entity {
+            kind: "gate".into(),
+            name: name.into(),
+            json: gate_json(request_id),
+        }],
+        deletes: vec![],
+        author: "cluster-test".into(),
+        message: format!("commit {request_id}"),
+        expected_version: None,
+        request_id: Some(request_id.into()),
+    }
+}
