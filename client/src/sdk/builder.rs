@@ -33,6 +33,7 @@ pub struct ClientBuilder {
     backoff_base: Duration,
     backoff_max: Duration,
     max_message_bytes: usize,
+    random_start: bool,
 }
 
 impl Default for ClientBuilder {
@@ -49,6 +50,7 @@ impl Default for ClientBuilder {
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(30),
             max_message_bytes: DEFAULT_MAX_SERVER_MESSAGE_BYTES,
+            random_start: true,
         }
     }
 }
@@ -92,6 +94,13 @@ impl ClientBuilder {
         S: Into<String>,
     {
         self.endpoints = endpoints.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Start with a random endpoint (default, spreads clients) or, with false,
+    /// with the first one listed (e.g. the nearest node); failover goes round the list.
+    pub fn random_start(mut self, random: bool) -> Self {
+        self.random_start = random;
         self
     }
 
@@ -205,6 +214,7 @@ impl ClientBuilder {
             backoff_base: self.backoff_base,
             backoff_max: self.backoff_max,
             max_message_bytes: self.max_message_bytes,
+            random_start: self.random_start,
         };
         let mut tasks = vec![tokio::spawn(stream::run(
             Arc::clone(&shared),

@@ -27,6 +27,7 @@ pub(crate) struct StreamSettings {
     pub backoff_base: Duration,
     pub backoff_max: Duration,
     pub max_message_bytes: usize,
+    pub random_start: bool,
 }
 
 /// How one session ended.
@@ -49,7 +50,11 @@ pub(crate) async fn run(
     if n == 0 {
         return;
     }
-    let mut idx = rand::random::<usize>() % n;
+    let mut idx = if settings.random_start {
+        rand::random::<usize>() % n
+    } else {
+        0
+    };
     let mut backoff = Backoff::new(settings.backoff_base, settings.backoff_max);
     let mut force_snapshot = false;
     let mut sessions = 0u64;
