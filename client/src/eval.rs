@@ -183,7 +183,6 @@ struct Memo<'r> {
     value: bool,
     rule_id: &'r str,
     group_name: Option<&'r str>,
-    exposures: Vec<SecondaryExposure<'r>>,
 }
 
 struct Ctx<'r, 'u, 't> {
@@ -643,15 +642,14 @@ impl<'r, 'u, 't> Ctx<'r, 'u, 't> {
             Some(i) => {
                 let node = (0u8, i);
                 if let Some(m) = self.memo.iter().find(|m| m.node == node) {
-                    let (v, r) = (m.value, m.rule_id);
-                    let ex = m.exposures.clone();
-                    self.exposures.extend(ex);
-                    (v, r)
+                    // As in Statsig's core: a memoised gate adds only its own
+                    // exposure, not its nested ones again (this also keeps
+                    // exposure lists linear in the ruleset size).
+                    (m.value, m.rule_id)
                 } else {
                     if !self.enter() {
                         return None;
                     }
-                    let start = self.exposures.len();
                     let out = self.eval_spec(&self.rs.gates[i as usize], "gate");
                     self.depth -= 1;
                     if out.unsupported {
@@ -662,7 +660,6 @@ impl<'r, 'u, 't> Ctx<'r, 'u, 't> {
                         value: out.bool_value,
                         rule_id: out.rule_id,
                         group_name: out.group_name,
-                        exposures: self.exposures[start..].to_vec(),
                     });
                     (out.bool_value, out.rule_id)
                 }
@@ -693,7 +690,6 @@ impl<'r, 'u, 't> Ctx<'r, 'u, 't> {
         if !self.enter() {
             return None;
         }
-        let start = self.exposures.len();
         let out = self.eval_spec(&self.rs.configs[i as usize], "experiment");
         self.depth -= 1;
         self.memo.push(Memo {
@@ -701,7 +697,6 @@ impl<'r, 'u, 't> Ctx<'r, 'u, 't> {
             value: out.bool_value,
             rule_id: out.rule_id,
             group_name: out.group_name,
-            exposures: self.exposures[start..].to_vec(),
         });
         out.group_name
     }
@@ -748,3 +743,7 @@ fn short_json(v: &Value) -> String {
         s
     }
 }
+
+#[cfg(test)]
+#[path = "eval_tests.rs"]
+mod tests;

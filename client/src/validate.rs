@@ -197,3 +197,11 @@ fn check_cycles(rs: &CompiledRuleset, problems: &mut Vec<ValidationError>) {
         }
     }
 }
+
+/// Every problem of a ruleset (errors and warnings), each naming entity,
+/// rule and field. Empty when the ruleset is clean.
+pub fn validate<'a>(
+    entities: impl IntoIterator<Item = &'a crate::entity::Entity>,
+) -> Vec<ValidationError> {
+    CompiledRuleset::compile_lenient(entities).1
+}
