@@ -16,6 +16,7 @@ pub mod dcs;
 pub mod digest;
 pub mod entity;
 pub mod eval;
+pub mod gcir;
 pub mod hash;
 pub mod ip;
 pub mod limits;

@@ -272,6 +272,31 @@ impl Client {
             .store(Arc::new(Overrides::default()));
     }
 
+    /// The client initialize response for `user` (a Statsig user JSON object)
+    /// from the rules held now: what `POST /v1/initialize` on a node answers
+    /// for the same version, user and options, byte for byte (when this
+    /// client has no environment option), for bootstrapping client-side SDKs
+    /// from a server-rendered page. Local overrides are not applied.
+    pub fn client_initialize_response(
+        &self,
+        user: &serde_json::Value,
+        options: &crate::gcir::GcirOptions,
+    ) -> Result<crate::gcir::InitializeResponse, crate::gcir::ClientUserError> {
+        use crate::gcir::{ClientMeta, ClientUser, ClientView};
+        let user = ClientUser::from_json(user)?;
+        let state = self.shared().state.load();
+        let meta = ClientMeta::new(&state.compiled, state.entities());
+        let view = ClientView {
+            ruleset: &state.compiled,
+            meta: &meta,
+            time_ms: state.commit_time_ms,
+            eval: &self.shared().eval,
+        };
+        Ok(crate::gcir::client_initialize_response(
+            &view, &user, options,
+        ))
+    }
+
     /// The version of the rules evaluations use now.
     pub fn version(&self) -> u64 {
         self.shared().state.load().version
