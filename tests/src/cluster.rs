@@ -111,14 +111,14 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     pub options: ClusterOptions,
     ports: Vec<NodePorts>,
-    children: Vec<Option<Child>>,
+    children: Mutex<Vec<Option<Child>>>,
     channels: Mutex<HashMap<u64, Channel>>,
 }
 
 impl Cluster {
     /// Writes the configs and starts every node.
     pub fn start(options: ClusterOptions) -> Cluster {
-        let mut cluster = Cluster::configure(options);
+        let cluster = Cluster::configure(options);
         for id in cluster.ids() {
             cluster.spawn(id);
         }
@@ -144,7 +144,7 @@ impl Cluster {
             dir,
             options,
             ports,
-            children: (0..n).map(|_| None).collect(),
+            children: Mutex::new((0..n).map(|_| None).collect()),
             channels: Mutex::new(HashMap::new()),
         };
         for id in cluster.ids() {
@@ -209,7 +209,11 @@ impl Cluster {
     }
 
     /// Starts node `id` (again), appending to its log file.
-    pub fn spawn(&mut self, id: u64) {
+    fn children(&self) -> std::sync::MutexGuard<'_, Vec<Option<Child>>> {
+        self.children.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn spawn(&self, id: u64) {
         assert!(!self.is_running(id), "node {id} is already running");
         let log = File::options()
             .create(true)
@@ -226,31 +230,32 @@ impl Cluster {
             .stderr(log_err)
             .spawn()
             .expect("spawn flagraft-node");
-        self.children[(id - 1) as usize] = Some(child);
+        self.children()[(id - 1) as usize] = Some(child);
     }
 
     pub fn pid(&self, id: u64) -> Option<u32> {
-        self.children[(id - 1) as usize].as_ref().map(Child::id)
+        self.children()[(id - 1) as usize].as_ref().map(Child::id)
     }
 
-    pub fn is_running(&mut self, id: u64) -> bool {
-        match &mut self.children[(id - 1) as usize] {
+    pub fn is_running(&self, id: u64) -> bool {
+        match &mut self.children()[(id - 1) as usize] {
             Some(child) => matches!(child.try_wait(), Ok(None)),
             None => false,
         }
     }
 
     /// `kill -9` by PID, then reaps the process.
-    pub fn kill9(&mut self, id: u64) {
-        if let Some(mut child) = self.children[(id - 1) as usize].take() {
+    pub fn kill9(&self, id: u64) {
+        let child = self.children()[(id - 1) as usize].take();
+        if let Some(mut child) = child {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
     /// SIGTERM by PID and wait (bounded) for the exit status.
-    pub fn sigterm(&mut self, id: u64, timeout: Duration) -> Option<ExitStatus> {
-        let mut child = self.children[(id - 1) as usize].take()?;
+    pub fn sigterm(&self, id: u64, timeout: Duration) -> Option<ExitStatus> {
+        let mut child = self.children()[(id - 1) as usize].take()?;
         if let Ok(pid) = libc::pid_t::try_from(child.id()) {
             // SAFETY: kill(2) on a child we spawned and have not reaped.
             unsafe {
@@ -424,7 +429,7 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for child in self.children.iter_mut().filter_map(Option::take) {
+        for child in self.children().iter_mut().filter_map(Option::take) {
             let mut child = child;
             let _ = child.kill();
             let _ = child.wait();

@@ -16,7 +16,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// A cluster whose nodes accept KEY for project `default`.
 async fn cluster(options: ClusterOptions) -> Cluster {
-    let mut c = Cluster::configure(options);
+    let c = Cluster::configure(options);
     for id in c.ids() {
         let path = c.config_path(id);
         let mut text = std::fs::read_to_string(&path).unwrap();
@@ -48,7 +48,7 @@ async fn commit(c: &Cluster, live: &[u64], i: u64) -> (u64, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_sees_every_version_in_order_across_a_leader_kill() {
-    let mut c = cluster(ClusterOptions::default()).await;
+    let c = cluster(ClusterOptions::default()).await;
     let ids = c.ids();
     let (v0, _) = commit(&c, &ids, 0).await;
     // The client starts on the leader, which is then killed: it must move to a

@@ -86,6 +86,8 @@ async fn metrics_text(State(node): State<Shared>) -> impl IntoResponse {
         last_log_index: m.last_log_index.unwrap_or(0),
         commit_index: commit_index(&node).await.unwrap_or(0),
         applied_index: m.last_applied.map_or(0, |l| l.index),
+        snapshot_index: m.snapshot.map_or(0, |l| l.index),
+        purged_index: m.purged.map_or(0, |l| l.index),
         projects,
     };
     (

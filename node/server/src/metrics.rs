@@ -73,6 +73,8 @@ pub struct Scrape<'a> {
     pub last_log_index: u64,
     pub commit_index: u64,
     pub applied_index: u64,
+    pub snapshot_index: u64,
+    pub purged_index: u64,
     pub projects: Vec<(String, u64, usize)>,
 }
 
@@ -129,6 +131,18 @@ pub fn render(scrape: &Scrape<'_>, node: &NodeMetrics) -> String {
         "flagraft_raft_applied_index",
         "Highest log index applied to the state machine.",
         scrape.applied_index,
+    );
+    gauge(
+        &mut out,
+        "flagraft_raft_snapshot_index",
+        "Last log index covered by the current snapshot (0: none).",
+        scrape.snapshot_index,
+    );
+    gauge(
+        &mut out,
+        "flagraft_raft_purged_index",
+        "Highest log index removed from the log (0: none).",
+        scrape.purged_index,
     );
     let _ = writeln!(
         out,
@@ -198,6 +212,8 @@ mod tests {
                 last_log_index: 9,
                 commit_index: 9,
                 applied_index: 8,
+                snapshot_index: 5,
+                purged_index: 2,
                 projects: vec![("de\"fault".into(), 3, 2)],
             },
             &m,
@@ -211,5 +227,6 @@ mod tests {
         assert!(text.contains("flagraft_raft_role{role=\"follower\"} 0\n"));
         assert!(text.contains("flagraft_project_version{project=\"de\\\"fault\"} 3\n"));
         assert!(text.contains("flagraft_raft_applied_index 8\n"));
+        assert!(text.contains("flagraft_raft_snapshot_index 5\n"));
     }
 }

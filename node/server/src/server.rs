@@ -132,15 +132,6 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         stop_admin_rx,
     ));
 
-    tracing::info!(
-        node_id = config.node_id,
-        cluster = %config.cluster,
-        raft = %config.raft_addr,
-        admin = %config.admin_addr,
-        http = %config.http_addr,
-        data_dir = %config.data_dir.display(),
-        "node started"
-    );
     Ok(RunningNode {
         state,
         stream,

@@ -1,0 +1,146 @@
+//! kill -9 of the leader: a new leader within the election bound, commits go
+//! on; the killed node restarts, catches up (here by snapshot: the log it
+//! missed was compacted) and its digest matches.
+
+use flagraft_cluster_tests::{gate_commit, Cluster, ClusterOptions};
+use flagraft_proto::admin::v1 as pb;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(30);
+
+/// New leader bound: two election timeouts (a candidate whose first vote
+/// request meets a live leader lease tries once more) plus scheduling slack
+/// on a loaded 2-core machine.
+fn election_bound(o: &ClusterOptions) -> Duration {
+    Duration::from_millis(2 * o.election_timeout_max_ms) + Duration::from_millis(1500)
+}
+
+async fn head(
+    cluster: &Cluster,
+    id: u64,
+    min_version: u64,
+) -> Result<pb::GetRulesetResponse, tonic::Status> {
+    cluster
+        .admin(id)
+        .get_ruleset(pb::GetRulesetRequest {
+            project: "default".into(),
+            min_version: Some(min_version),
+            ..Default::default()
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kill_elects_new_leader_and_restarted_node_catches_up() {
+    let options = ClusterOptions {
+        // Small snapshot threshold so the restarted node must install one.
+        snapshot_logs_since_last: 40,
+        snapshot_logs_kept: 5,
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::start(options.clone());
+    let ids = cluster.ids();
+    let old_leader = cluster.wait_for_leader(&ids, T).await.unwrap();
+    for i in 0..5 {
+        cluster
+            .commit_retry(
+                &ids,
+                0,
+                gate_commit("default", &format!("before{i}"), &format!("b{i}")),
+                T,
+            )
+            .await
+            .unwrap();
+    }
+
+    let killed_at = Instant::now();
+    cluster.kill9(old_leader);
+    let survivors: Vec<u64> = ids.iter().copied().filter(|&id| id != old_leader).collect();
+    let new_leader = cluster.wait_for_leader(&survivors, T).await.unwrap();
+    let elected_after = killed_at.elapsed();
+    let first = cluster
+        .commit_retry(&survivors, 0, gate_commit("default", "after0", "a0"), T)
+        .await
+        .unwrap();
+    let writable_after = killed_at.elapsed();
+    eprintln!(
+        "leader {old_leader} killed: node {new_leader} leads after {elected_after:?}, first commit acked after {writable_after:?}"
+    );
+    assert_ne!(new_leader, old_leader);
+    assert!(
+        elected_after <= election_bound(&options),
+        "new leader after {elected_after:?}, bound {:?}",
+        election_bound(&options)
+    );
+    assert_eq!(first.version, 6);
+
+    // Commits go on while the old leader is down; enough to force snapshots
+    // and log compaction past what it has.
+    let mut last = first;
+    for i in 1..120 {
+        last = cluster
+            .commit_retry(
+                &survivors,
+                i,
+                gate_commit("default", &format!("after{}", i % 7), &format!("a{i}")),
+                T,
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(last.version, 125);
+
+    cluster.spawn(old_leader);
+    let caught_up = head(&cluster, old_leader, last.version);
+    let caught_up = tokio::time::timeout(T, async {
+        // The node needs a moment to open its port; retry connection errors.
+        let mut r = caught_up.await;
+        for _ in 0..200 {
+            match &r {
+                Err(s) if s.code() == tonic::Code::Unavailable => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    r = head(&cluster, old_leader, last.version).await;
+                }
+                _ => break,
+            }
+        }
+        r
+    })
+    .await
+    .expect("restarted node caught up in time")
+    .unwrap();
+    assert_eq!(caught_up.version, last.version);
+    assert_eq!(caught_up.digest, last.digest);
+    for &id in &survivors {
+        let h = head(&cluster, id, last.version).await.unwrap();
+        assert_eq!(
+            (h.version, h.digest.as_str()),
+            (last.version, last.digest.as_str())
+        );
+    }
+    cluster.wait_ready(old_leader, T).await.unwrap();
+    // It was down for 120 entries and the leader kept at most a few behind
+    // its snapshot, so the catch-up must have been a snapshot install.
+    let (_, metrics) = cluster.http_get(old_leader, "/metrics").await.unwrap();
+    let snapshot_index: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("flagraft_raft_snapshot_index "))
+        .and_then(|v| v.parse().ok())
+        .expect("snapshot index metric");
+    assert!(
+        snapshot_index > 40,
+        "restarted node snapshot index {snapshot_index}"
+    );
+    assert!(
+        cluster.log(old_leader).contains("node started"),
+        "restarted node logged its start"
+    );
+
+    // Graceful stop exits 0.
+    let status = cluster.sigterm(old_leader, Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM exit: {status:?}"
+    );
+}
