@@ -53,6 +53,7 @@ fn snapshot(version: u64, entities: Vec<Entity>) -> ServerMessage {
         commit_time_ms: version,
         reason: SnapshotReason::Initial,
         entities,
+        more: false,
     })
 }
 

@@ -136,6 +136,63 @@ where
     }
 }
 
+#[derive(serde::Serialize)]
+struct EntityRef<'a> {
+    key: &'a EntityKey,
+    body: &'a serde_json::Value,
+}
+
+/// Encode a snapshot as a `snapshot` message followed by as many `snapshot_part`
+/// messages as needed to keep each at about `part_bytes` (a single entity larger
+/// than that gets a message of its own). With one part, the same JSON as
+/// [`encode_snapshot_from`].
+pub fn encode_snapshot_parts<'a, I>(
+    version: u64,
+    digest: &RulesetDigest,
+    commit_time_ms: u64,
+    reason: SnapshotReason,
+    entities: I,
+    part_bytes: usize,
+) -> Result<Vec<String>, ProtocolError>
+where
+    I: Iterator<Item = (&'a EntityKey, &'a serde_json::Value)>,
+{
+    let enc = |e: serde_json::Error| ProtocolError::Encode(e.to_string());
+    let mut groups: Vec<String> = vec![String::new()];
+    for (key, body) in entities {
+        let text = serde_json::to_string(&EntityRef { key, body }).map_err(enc)?;
+        let current = groups.last().map_or(0, String::len);
+        if current > 0 && current + text.len() > part_bytes {
+            groups.push(String::new());
+        }
+        if let Some(g) = groups.last_mut() {
+            if !g.is_empty() {
+                g.push(',');
+            }
+            g.push_str(&text);
+        }
+    }
+    let reason = serde_json::to_string(&reason).map_err(enc)?;
+    let n = groups.len();
+    Ok(groups
+        .into_iter()
+        .enumerate()
+        .map(|(i, entities)| {
+            let more = if i + 1 < n { ",\"more\":true" } else { "" };
+            if i == 0 {
+                format!(
+                    "{{\"type\":\"snapshot\",\"version\":{version},\"digest\":\"{}\",\
+                     \"commit_time_ms\":{commit_time_ms},\"reason\":{reason},\
+                     \"entities\":[{entities}]{more}}}",
+                    digest.to_hex()
+                )
+            } else {
+                format!("{{\"type\":\"snapshot_part\",\"entities\":[{entities}]{more}}}")
+            }
+        })
+        .collect())
+}
+
 /// A sequence serialized once from an iterator (serde's Serialize takes &self).
 struct EntitySeq<I>(Cell<Option<I>>);
 
@@ -144,11 +201,6 @@ where
     I: Iterator<Item = (&'a EntityKey, &'a serde_json::Value)>,
 {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(serde::Serialize)]
-        struct EntityRef<'a> {
-            key: &'a EntityKey,
-            body: &'a serde_json::Value,
-        }
         match self.0.take() {
             Some(iter) => s.collect_seq(iter.map(|(key, body)| EntityRef { key, body })),
             None => Err(serde::ser::Error::custom("entities serialized twice")),
@@ -228,6 +280,7 @@ mod tests {
                         commit_time_ms,
                         reason,
                         entities,
+                        more: false,
                     })
                 }),
             (
@@ -266,6 +319,9 @@ mod tests {
                 time_ms: b
             })),
             any::<u64>().prop_map(|id| ServerMessage::Pong { id }),
+            (prop::collection::vec(arb_entity(), 0..4), any::<bool>()).prop_map(
+                |(entities, more)| ServerMessage::SnapshotPart(SnapshotPart { entities, more })
+            ),
             (any::<u16>(), ".{0,40}")
                 .prop_map(|(code, reason)| ServerMessage::Goodbye(Goodbye { code, reason })),
         ]
@@ -327,6 +383,7 @@ mod tests {
                     .iter()
                     .map(|(k, v)| Entity { key: k.clone(), body: v.clone() })
                     .collect(),
+                more: false,
             });
             let borrowed =
                 encode_snapshot_from(version, &digest, t, SnapshotReason::Initial, entities.iter())
@@ -336,6 +393,45 @@ mod tests {
                 decode_server(borrowed.as_bytes(), DEFAULT_MAX_SERVER_MESSAGE_BYTES).unwrap(),
                 owned
             );
+        }
+
+        #[test]
+        fn snapshot_parts_reassemble_and_stay_small(
+            version in any::<u64>(),
+            digest in arb_digest(),
+            entities in prop::collection::btree_map(arb_key(), arb_json(), 0..12),
+            part_bytes in 1usize..400,
+        ) {
+            let parts = encode_snapshot_parts(
+                version, &digest, 3, SnapshotReason::Resync, entities.iter(), part_bytes,
+            ).unwrap();
+            let mut got = Vec::new();
+            for (i, text) in parts.iter().enumerate() {
+                let last = i + 1 == parts.len();
+                let msg = decode_server(text.as_bytes(), DEFAULT_MAX_SERVER_MESSAGE_BYTES).unwrap();
+                let (ents, more) = match msg {
+                    ServerMessage::Snapshot(s) if i == 0 => {
+                        prop_assert_eq!((s.version, s.digest, s.reason), (version, digest, SnapshotReason::Resync));
+                        (s.entities, s.more)
+                    }
+                    ServerMessage::SnapshotPart(p) if i > 0 => (p.entities, p.more),
+                    other => return Err(TestCaseError::fail(format!("unexpected {other:?}"))),
+                };
+                prop_assert_eq!(more, !last);
+                // Over the target only when one entity alone is larger.
+                prop_assert!(ents.len() == 1 || text.len() <= part_bytes + 200);
+                got.extend(ents);
+            }
+            let want: Vec<Entity> = entities
+                .iter()
+                .map(|(k, v)| Entity { key: k.clone(), body: v.clone() })
+                .collect();
+            prop_assert_eq!(got, want);
+            let whole = encode_snapshot_parts(
+                version, &digest, 3, SnapshotReason::Resync, entities.iter(), usize::MAX,
+            ).unwrap();
+            let single = encode_snapshot_from(version, &digest, 3, SnapshotReason::Resync, entities.iter()).unwrap();
+            prop_assert_eq!(whole, vec![single]);
         }
 
         #[test]

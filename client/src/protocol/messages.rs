@@ -39,6 +39,7 @@ pub struct Hello {
 pub enum ServerMessage {
     Welcome(Welcome),
     Snapshot(Snapshot),
+    SnapshotPart(SnapshotPart),
     Delta(Delta),
     HistoryGone(HistoryGone),
     Behind(Behind),
@@ -75,6 +76,22 @@ pub struct Snapshot {
     pub commit_time_ms: u64,
     pub reason: SnapshotReason,
     pub entities: Vec<Entity>,
+    /// More entities follow in `snapshot_part` messages (keeps every frame, and so
+    /// every connection's buffers, small).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub more: bool,
+}
+
+/// The next entities of a snapshot whose header said `more`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotPart {
+    pub entities: Vec<Entity>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub more: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The change from exactly `from_version` to `to_version`.

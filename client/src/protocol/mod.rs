@@ -8,13 +8,13 @@ mod messages;
 pub use close::{CloseCode, Reaction};
 pub use codec::{
     decode_client, decode_server, encode_client, encode_server, encode_snapshot_from,
-    ProtocolError, DEFAULT_MAX_SERVER_MESSAGE_BYTES, MAX_CLIENT_MESSAGE_BYTES, MAX_KEY_BYTES,
-    MAX_SDK_BYTES,
+    encode_snapshot_parts, ProtocolError, DEFAULT_MAX_SERVER_MESSAGE_BYTES,
+    MAX_CLIENT_MESSAGE_BYTES, MAX_KEY_BYTES, MAX_SDK_BYTES,
 };
 pub(crate) use messages::digest_hex;
 pub use messages::{
     Behind, ClientMessage, Delta, Goodbye, Heartbeat, Hello, HistoryGone, PollResponse,
-    ServerMessage, Snapshot, SnapshotReason, Welcome,
+    ServerMessage, Snapshot, SnapshotPart, SnapshotReason, Welcome,
 };
 
 /// The `Sec-WebSocket-Protocol` value of this protocol version.

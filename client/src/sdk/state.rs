@@ -209,6 +209,7 @@ mod tests {
             commit_time_ms: 1,
             reason: SnapshotReason::Initial,
             entities: vec![e("a", 1), e("b", 1)],
+            more: false,
         };
         let s = RulesetState::from_snapshot(snap.clone()).unwrap();
         assert_eq!((s.version, s.entity_count()), (4, 2));

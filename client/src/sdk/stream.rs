@@ -30,6 +30,9 @@ pub(crate) struct StreamSettings {
     pub random_start: bool,
 }
 
+/// Upper bound on a snapshot received in parts.
+const MAX_SNAPSHOT_BYTES: usize = 512 * 1024 * 1024;
+
 /// How one session ended.
 enum End {
     Shutdown,
@@ -72,6 +75,7 @@ pub(crate) async fn run(
             shared: &shared,
             settings: &settings,
             progressed: false,
+            pending: None,
         };
         let end = session.run(endpoint, force_snapshot, &mut shutdown).await;
         let progressed = session.progressed;
@@ -123,6 +127,8 @@ struct Session<'a> {
     settings: &'a StreamSettings,
     /// A welcome arrived: the node accepted us (resets the backoff).
     progressed: bool,
+    /// A snapshot being received in parts, with its size so far.
+    pending: Option<(crate::protocol::Snapshot, usize)>,
 }
 
 impl Session<'_> {
@@ -231,7 +237,8 @@ impl Session<'_> {
                         }
                         ServerMessage::Goodbye(g) => goodbye = CloseCode::from_code(g.code),
                         other => {
-                            if let Err(end) = self.on_state_message(other, force_snapshot) {
+                            let len = text.len();
+                            if let Err(end) = self.on_state_message(other, len, force_snapshot) {
                                 let _ = ws.close(None).await;
                                 return end;
                             }
@@ -243,9 +250,44 @@ impl Session<'_> {
     }
 
     /// Apply a snapshot or delta, or note what the node said.
-    fn on_state_message(&mut self, msg: ServerMessage, force_snapshot: bool) -> Result<(), End> {
+    fn on_state_message(
+        &mut self,
+        msg: ServerMessage,
+        len: usize,
+        force_snapshot: bool,
+    ) -> Result<(), End> {
         let shared = self.shared;
+        if self.pending.is_some()
+            && !matches!(
+                msg,
+                ServerMessage::SnapshotPart(_)
+                    | ServerMessage::Heartbeat(_)
+                    | ServerMessage::Pong { .. }
+            )
+        {
+            return Err(End::Failed(
+                "snapshot interrupted by another message".into(),
+            ));
+        }
         match msg {
+            ServerMessage::SnapshotPart(p) => {
+                let Some((mut s, bytes)) = self.pending.take() else {
+                    return Err(End::Failed("snapshot_part without a snapshot".into()));
+                };
+                let bytes = bytes.saturating_add(len);
+                if bytes > MAX_SNAPSHOT_BYTES
+                    || s.entities.len().saturating_add(p.entities.len())
+                        > crate::limits::MAX_ENTITIES
+                {
+                    return Err(End::Failed("snapshot too large".into()));
+                }
+                s.entities.extend(p.entities);
+                if p.more {
+                    self.pending = Some((s, bytes));
+                } else {
+                    self.install_snapshot(s)?;
+                }
+            }
             ServerMessage::Snapshot(s) => {
                 let held = shared.state.load();
                 // Versions never go back, unless our own state is known to be bad.
@@ -259,9 +301,11 @@ impl Session<'_> {
                     )));
                 }
                 drop(held);
-                let state = RulesetState::from_snapshot(s)
-                    .map_err(|e| End::Failed(format!("snapshot rejected: {e}")))?;
-                shared.install(state, None);
+                if s.more {
+                    self.pending = Some((s, len));
+                } else {
+                    self.install_snapshot(s)?;
+                }
             }
             ServerMessage::Delta(d) => {
                 let changed: Arc<[EntityKey]> = d
@@ -291,6 +335,15 @@ impl Session<'_> {
             ServerMessage::HistoryGone(_) | ServerMessage::Pong { .. } => {}
             ServerMessage::Welcome(_) | ServerMessage::Goodbye(_) => {}
         }
+        Ok(())
+    }
+}
+
+impl Session<'_> {
+    fn install_snapshot(&self, s: crate::protocol::Snapshot) -> Result<(), End> {
+        let state = RulesetState::from_snapshot(s)
+            .map_err(|e| End::Failed(format!("snapshot rejected: {e}")))?;
+        self.shared.install(state, None);
         Ok(())
     }
 }

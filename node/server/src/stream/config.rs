@@ -32,6 +32,10 @@ pub struct StreamConfig {
     pub max_client_message_bytes: usize,
     /// Deltas one poll returns at most; beyond, a snapshot.
     pub max_poll_deltas: usize,
+    /// Target size of each message of a streamed snapshot. tungstenite keeps a
+    /// connection's write buffer at the size of the largest frame it sent, so
+    /// this bounds the idle memory of a connection that received a snapshot.
+    pub snapshot_part_bytes: usize,
     /// TEMPORARY static key map (until admin keys land): key -> {project, kind}.
     pub keys: std::collections::HashMap<String, super::keys::KeyGrant>,
 }
@@ -52,6 +56,7 @@ impl Default for StreamConfig {
             max_write_buffer_bytes: 80 * 1024 * 1024,
             max_client_message_bytes: flagraft_client::protocol::MAX_CLIENT_MESSAGE_BYTES,
             max_poll_deltas: 1_000,
+            snapshot_part_bytes: 8 * 1024,
             keys: std::collections::HashMap::new(),
         }
     }
@@ -80,6 +85,11 @@ impl StreamConfig {
         if self.max_client_message_bytes < 1024 {
             return Err(StreamConfigError(
                 "max_client_message_bytes must be at least 1024",
+            ));
+        }
+        if self.snapshot_part_bytes < 1024 {
+            return Err(StreamConfigError(
+                "snapshot_part_bytes must be at least 1024",
             ));
         }
         if self.max_write_buffer_bytes <= self.write_buffer_bytes {

@@ -302,12 +302,14 @@ impl<S: StreamSource> Conn<S> {
     }
 
     async fn send_snapshot(&mut self, reason: SnapshotReason) -> Flow {
-        let (version, text) = self
+        let (version, parts) = self
             .hub
-            .snapshot_text(&self.project, reason)
+            .snapshot_parts(&self.project, reason, self.hub.config.snapshot_part_bytes)
             .map_err(internal)?
             .ok_or(End::Close(CloseCode::ProjectDeleted))?;
-        self.send_text(text).await?;
+        for part in parts.iter() {
+            self.send_text(part.clone()).await?;
+        }
         self.version = version;
         Ok(())
     }

@@ -68,10 +68,14 @@ pub struct StreamHub<S> {
     snapshot_cache: Mutex<HashMap<Arc<str>, CachedSnapshot>>,
 }
 
+/// A snapshot's version and its encoded messages.
+pub(crate) type EncodedSnapshot = (u64, Arc<[Utf8Bytes]>);
+
 struct CachedSnapshot {
     version: u64,
     reason: SnapshotReason,
-    text: Utf8Bytes,
+    part_bytes: usize,
+    parts: Arc<[Utf8Bytes]>,
 }
 
 /// A connection's place in the hub; unregisters on drop.
@@ -199,12 +203,14 @@ impl<S: StreamSource> StreamHub<S> {
         })
     }
 
-    /// The project's snapshot message at its current head, encoded once per version.
-    pub(crate) fn snapshot_text(
+    /// The project's snapshot messages at its current head, encoded once per version
+    /// (a reconnect storm encodes it once, not once per client).
+    pub(crate) fn snapshot_parts(
         &self,
         project: &str,
         reason: SnapshotReason,
-    ) -> Result<Option<(u64, Utf8Bytes)>, super::source::SourceError> {
+        part_bytes: usize,
+    ) -> Result<Option<EncodedSnapshot>, super::source::SourceError> {
         let head = self.source.head(project);
         if let Some(head) = head {
             let cache = self
@@ -212,15 +218,15 @@ impl<S: StreamSource> StreamHub<S> {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             if let Some(c) = cache.get(project) {
-                if c.version == head.version && c.reason == reason {
-                    return Ok(Some((c.version, c.text.clone())));
+                if c.version == head.version && c.reason == reason && c.part_bytes == part_bytes {
+                    return Ok(Some((c.version, Arc::clone(&c.parts))));
                 }
             }
         }
-        let Some((head, text)) = self.source.encode_snapshot(project, reason)? else {
+        let Some((head, parts)) = self.source.encode_snapshot(project, reason, part_bytes)? else {
             return Ok(None);
         };
-        let text = Utf8Bytes::from(text);
+        let parts: Arc<[Utf8Bytes]> = parts.into_iter().map(Utf8Bytes::from).collect();
         let mut cache = self
             .snapshot_cache
             .lock()
@@ -230,10 +236,11 @@ impl<S: StreamSource> StreamHub<S> {
             CachedSnapshot {
                 version: head.version,
                 reason,
-                text: text.clone(),
+                part_bytes,
+                parts: Arc::clone(&parts),
             },
         );
-        Ok(Some((head.version, text)))
+        Ok(Some((head.version, parts)))
     }
 
     async fn fanout(&self, mut changes: S::Changes) {

@@ -6,7 +6,7 @@ use super::source::{
 };
 use flagraft_client::digest::{entity_key_hash, RulesetDigest};
 use flagraft_client::entity::{Entity, EntityKey};
-use flagraft_client::protocol::{encode_snapshot_from, SnapshotReason};
+use flagraft_client::protocol::{encode_snapshot_parts, SnapshotReason};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, watch};
@@ -150,17 +150,19 @@ impl StreamSource for MemorySource {
         &self,
         project: &str,
         reason: SnapshotReason,
-    ) -> Result<Option<(Head, String)>, SourceError> {
+        part_bytes: usize,
+    ) -> Result<Option<(Head, Vec<String>)>, SourceError> {
         let projects = self.lock();
         let Some(p) = projects.get(project) else {
             return Ok(None);
         };
-        let text = encode_snapshot_from(
+        let text = encode_snapshot_parts(
             p.version,
             &p.digest,
             p.commit_time_ms,
             reason,
             p.entities.iter(),
+            part_bytes,
         )
         .map_err(|e| SourceError(e.to_string()))?;
         let head = Head {

@@ -104,8 +104,8 @@ fn messages<S: StreamSource>(
 ) -> Result<Option<Vec<String>>, super::source::SourceError> {
     let snapshot = |reason| -> Result<Vec<String>, super::source::SourceError> {
         Ok(hub
-            .snapshot_text(project, reason)?
-            .map(|(_, t)| vec![t.as_str().to_string()])
+            .snapshot_parts(project, reason, usize::MAX)?
+            .map(|(_, parts)| parts.iter().map(|t| t.as_str().to_string()).collect())
             .unwrap_or_default())
     };
     let encode =

@@ -77,12 +77,14 @@ pub trait StreamSource: Send + Sync + 'static {
 
     fn node_id(&self) -> u64;
     fn head(&self, project: &str) -> Option<Head>;
-    /// The project's current ruleset encoded as a `snapshot` message, with its head.
+    /// The project's current ruleset encoded as a `snapshot` message and
+    /// `snapshot_part`s of about `part_bytes` each, with its head.
     fn encode_snapshot(
         &self,
         project: &str,
         reason: SnapshotReason,
-    ) -> Result<Option<(Head, String)>, SourceError>;
+        part_bytes: usize,
+    ) -> Result<Option<(Head, Vec<String>)>, SourceError>;
     /// Records with version >= from, ascending, at most `limit`.
     fn history(
         &self,

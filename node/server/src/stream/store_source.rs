@@ -4,7 +4,7 @@ use super::source::{
     ChangeError, ChangeReceiver, DeltaRecord, Head, SourceChange, SourceError, StreamSource,
 };
 use flagraft_client::digest::RulesetDigest;
-use flagraft_client::protocol::{encode_snapshot_from, SnapshotReason};
+use flagraft_client::protocol::{encode_snapshot_parts, SnapshotReason};
 use flagraft_store::{AppliedChange, NodeId, ProjectHead, StateMachineStore, VersionRecord};
 use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
@@ -81,17 +81,19 @@ impl StreamSource for StoreSource {
         &self,
         project: &str,
         reason: SnapshotReason,
-    ) -> Result<Option<(Head, String)>, SourceError> {
+        part_bytes: usize,
+    ) -> Result<Option<(Head, Vec<String>)>, SourceError> {
         let Some(rs) = self.sm.ruleset(project) else {
             return Ok(None);
         };
         let head = head_of(&rs.head);
-        let text = encode_snapshot_from(
+        let text = encode_snapshot_parts(
             head.version,
             &head.digest,
             head.commit_time_ms,
             reason,
             rs.entities.iter().map(|(k, v)| (k, &**v)),
+            part_bytes,
         )
         .map_err(|e| SourceError(e.to_string()))?;
         Ok(Some((head, text)))

@@ -696,3 +696,41 @@ async fn sdk_takes_a_snapshot_when_the_new_node_disagrees_on_its_version() {
     assert_eq!(client.version(), 1);
     client.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_large_snapshot_is_streamed_in_small_parts() {
+    let node = start(StreamConfig {
+        snapshot_part_bytes: 1024,
+        ..fast()
+    })
+    .await;
+    let entities: Vec<Entity> = (0..60).map(|i| gate(&format!("gate_{i:03}"), i)).collect();
+    node.src.commit("default", entities.clone(), vec![]);
+    let mut ws = hello(node.addr, None).await;
+    next_data(&mut ws).await.unwrap();
+    let mut got = Vec::new();
+    let mut texts = 0;
+    let mut more = true;
+    while more {
+        texts += 1;
+        match next_data(&mut ws).await.unwrap() {
+            ServerMessage::Snapshot(s) if texts == 1 => {
+                more = s.more;
+                got.extend(s.entities);
+            }
+            ServerMessage::SnapshotPart(p) if texts > 1 => {
+                more = p.more;
+                got.extend(p.entities);
+            }
+            m => panic!("unexpected {m:?}"),
+        }
+    }
+    assert!(texts > 3, "split into {texts} messages");
+    assert_eq!(got, entities);
+    // The SDK reassembles it and checks the digest.
+    let client = sdk(vec![node.addr.to_string()]).await;
+    assert_eq!(client.version(), 1);
+    assert_eq!(client.digest(), node.src.head("default").unwrap().digest);
+    assert_eq!(client.ruleset().entity_count(), 60);
+    client.shutdown().await;
+}
