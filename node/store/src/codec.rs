@@ -22,6 +22,10 @@ pub enum CodecError {
     Trailing(usize),
     #[error("json: {0}")]
     Json(String),
+    #[error("corrupt value: {0}")]
+    Corrupt(String),
+    #[error("storage: {0}")]
+    Storage(#[from] sled::Error),
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {

@@ -2,6 +2,7 @@
 //! sled writes in the caller's batch. No clock, no randomness, no config that changes outcomes.
 
 use super::model::{ProjectMeta, ProjectState, RequestEntry, SmView, DEFAULT_PROJECT};
+use super::values::SmWriter;
 use crate::codec::{self, CodecError};
 use crate::keys;
 use crate::types::{AppliedChange, Command, CommandOutcome, CommitCommand, VersionRecord};
@@ -15,8 +16,8 @@ use std::sync::Arc;
 pub const MAX_PROJECT_NAME_BYTES: usize = 128;
 
 /// Where one apply call collects its effects.
-pub struct ApplyCtx<'a> {
-    pub batch: &'a mut sled::Batch,
+pub struct ApplyCtx<'a, 't> {
+    pub writer: &'a mut SmWriter<'t>,
     pub changes: &'a mut Vec<AppliedChange>,
     /// Node-local: only decides which old records are dropped, never an outcome.
     pub history_limit: u64,
@@ -26,7 +27,7 @@ pub fn apply_command(
     view: &mut SmView,
     command: Command,
     log_index: u64,
-    ctx: &mut ApplyCtx<'_>,
+    ctx: &mut ApplyCtx<'_, '_>,
 ) -> Result<CommandOutcome, CodecError> {
     match command {
         Command::Commit(commit) => apply_commit(view, commit, ctx),
@@ -40,7 +41,7 @@ pub fn apply_command(
 fn apply_commit(
     view: &mut SmView,
     cmd: CommitCommand,
-    ctx: &mut ApplyCtx<'_>,
+    ctx: &mut ApplyCtx<'_, '_>,
 ) -> Result<CommandOutcome, CodecError> {
     let Some(current) = view.projects.get(&cmd.project) else {
         return Ok(CommandOutcome::UnknownProject {
@@ -86,15 +87,15 @@ fn apply_commit(
         }
         p.meta.digest.add(&hash);
         p.entities.insert(e.key.clone(), Arc::new(e.body.clone()));
-        ctx.batch
-            .insert(keys::entity(inc, &e.key), entity_value(&hash, &e.body)?);
+        ctx.writer
+            .put_value(&keys::entity(inc, &e.key), &entity_value(&hash, &e.body)?)?;
     }
     for key in &cmd.deletes {
         if let Some(old) = p.hashes.remove(key) {
             p.meta.digest.remove(&old);
         }
         p.entities.remove(key);
-        ctx.batch.remove(keys::entity(inc, key));
+        ctx.writer.remove_value(&keys::entity(inc, key))?;
     }
 
     let record = VersionRecord {
@@ -107,15 +108,15 @@ fn apply_commit(
         deletes: cmd.deletes,
         digest: p.meta.digest,
     };
-    ctx.batch
-        .insert(&keys::version(inc, version), codec::encode(&record)?);
+    ctx.writer
+        .put_value(&keys::version(inc, version), &codec::encode(&record)?)?;
 
     remember_request(&mut p, &record, ctx)?;
-    compact_history(&mut p, version, ctx.history_limit, ctx.batch);
+    compact_history(&mut p, version, ctx.history_limit, ctx.writer)?;
 
     p.meta.version = version;
     p.meta.commit_time_ms = commit_time_ms;
-    ctx.batch
+    ctx.writer
         .insert(keys::project(&cmd.project), codec::encode(&p.meta)?);
     let digest = p.meta.digest;
     view.projects.insert(cmd.project.clone(), Arc::new(p));
@@ -152,7 +153,7 @@ fn invalid_delta(p: &ProjectState, cmd: &CommitCommand) -> Option<String> {
 fn remember_request(
     p: &mut ProjectState,
     record: &VersionRecord,
-    ctx: &mut ApplyCtx<'_>,
+    ctx: &mut ApplyCtx<'_, '_>,
 ) -> Result<(), CodecError> {
     let inc = p.meta.incarnation;
     if let Some(id) = &record.request_id {
@@ -163,9 +164,9 @@ fn remember_request(
         };
         p.requests.insert(id.clone(), entry);
         p.request_versions.insert(record.version, id.clone());
-        ctx.batch
+        ctx.writer
             .insert(keys::request(inc, id), codec::encode(&entry)?);
-        ctx.batch.insert(
+        ctx.writer.insert(
             &keys::request_by_version(inc, record.version),
             id.as_bytes(),
         );
@@ -174,21 +175,27 @@ fn remember_request(
         if let Some(id) = p.request_versions.remove(&expired) {
             if p.requests.get(&id).map(|e| e.version) == Some(expired) {
                 p.requests.remove(&id);
-                ctx.batch.remove(keys::request(inc, &id));
+                ctx.writer.remove(keys::request(inc, &id));
             }
-            ctx.batch.remove(&keys::request_by_version(inc, expired));
+            ctx.writer.remove(&keys::request_by_version(inc, expired));
         }
     }
     Ok(())
 }
 
 /// Drops records so that at most `limit` (at least 1) versions ending at `version` remain.
-fn compact_history(p: &mut ProjectState, version: u64, limit: u64, batch: &mut sled::Batch) {
+fn compact_history(
+    p: &mut ProjectState,
+    version: u64,
+    limit: u64,
+    writer: &mut SmWriter<'_>,
+) -> Result<(), CodecError> {
     let keep_from = version.saturating_sub(limit.max(1)) + 1;
     while p.meta.oldest_retained < keep_from {
-        batch.remove(&keys::version(p.meta.incarnation, p.meta.oldest_retained));
+        writer.remove_value(&keys::version(p.meta.incarnation, p.meta.oldest_retained))?;
         p.meta.oldest_retained += 1;
     }
+    Ok(())
 }
 
 fn create_project(
@@ -196,7 +203,7 @@ fn create_project(
     name: String,
     time_ms: u64,
     log_index: u64,
-    ctx: &mut ApplyCtx<'_>,
+    ctx: &mut ApplyCtx<'_, '_>,
 ) -> Result<CommandOutcome, CodecError> {
     if name.is_empty() || name.len() > MAX_PROJECT_NAME_BYTES {
         return Ok(CommandOutcome::Rejected {
@@ -219,7 +226,7 @@ fn create_project(
         commit_time_ms: time_ms,
         oldest_retained: 1,
     };
-    ctx.batch
+    ctx.writer
         .insert(keys::project(&name), codec::encode(&meta)?);
     view.projects
         .insert(name.clone(), Arc::new(ProjectState::new(meta)));
@@ -234,7 +241,7 @@ fn create_project(
 fn delete_project(
     view: &mut SmView,
     name: String,
-    ctx: &mut ApplyCtx<'_>,
+    ctx: &mut ApplyCtx<'_, '_>,
 ) -> Result<CommandOutcome, CodecError> {
     if name == DEFAULT_PROJECT {
         return Ok(CommandOutcome::Rejected {
@@ -246,16 +253,16 @@ fn delete_project(
     };
     let inc = p.meta.incarnation;
     for key in p.entities.keys() {
-        ctx.batch.remove(keys::entity(inc, key));
+        ctx.writer.remove_value(&keys::entity(inc, key))?;
     }
     for v in p.meta.oldest_retained..=p.meta.version {
-        ctx.batch.remove(&keys::version(inc, v));
+        ctx.writer.remove_value(&keys::version(inc, v))?;
     }
     for (v, id) in p.request_versions.iter() {
-        ctx.batch.remove(&keys::request_by_version(inc, *v));
-        ctx.batch.remove(keys::request(inc, id));
+        ctx.writer.remove(&keys::request_by_version(inc, *v));
+        ctx.writer.remove(keys::request(inc, id));
     }
-    ctx.batch.remove(keys::project(&name));
+    ctx.writer.remove(keys::project(&name));
     ctx.changes.push(AppliedChange::ProjectDeleted {
         project: name.clone(),
     });

@@ -2,6 +2,7 @@
 
 use super::apply::parse_entity_value;
 use super::model::{ProjectMeta, ProjectState, RequestEntry, SmView};
+use super::values;
 use crate::codec;
 use crate::error::StoreError;
 use crate::keys;
@@ -79,9 +80,11 @@ fn load_project(
     let inc = meta.incarnation;
     let mut p = ProjectState::new(meta);
     for item in tree.scan_prefix(keys::scoped(keys::ENTITY, inc)) {
-        let (key, raw) = item?;
+        let (key, head) = item?;
         let entity_key = keys::parse_entity_suffix(&key[9..])
             .ok_or_else(|| corrupt(dir, format!("bad entity key in project '{name}'")))?;
+        let raw = values::resolve(tree, &key, &head)?
+            .ok_or_else(|| corrupt(dir, format!("missing chunk of {entity_key} in '{name}'")))?;
         let (hash, body) = parse_entity_value(&raw)?;
         p.hashes.insert(entity_key.clone(), hash);
         p.entities.insert(entity_key, Arc::new(body));

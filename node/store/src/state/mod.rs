@@ -4,6 +4,7 @@ mod apply;
 mod load;
 pub(crate) mod model;
 mod snapshot;
+mod values;
 
 pub use apply::MAX_PROJECT_NAME_BYTES;
 pub use model::DEFAULT_PROJECT;
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, watch};
+use values::SmWriter;
 
 /// The state machine; cheap to clone (a handle to shared state).
 #[derive(Clone)]
@@ -117,11 +119,10 @@ impl StateMachineStore {
         if version < p.meta.oldest_retained || version > p.meta.version {
             return Ok(None);
         }
-        match self
-            .shared
-            .tree
-            .get(keys::version(p.meta.incarnation, version))?
-        {
+        match values::read_value(
+            &self.shared.tree,
+            &keys::version(p.meta.incarnation, version),
+        )? {
             Some(raw) => Ok(Some(codec::decode(&raw)?)),
             None => Ok(None),
         }
@@ -149,7 +150,11 @@ impl StateMachineStore {
             .range(keys::version(inc, start)..=keys::version(inc, p.meta.version))
             .take(limit)
         {
-            let (_, raw) = item?;
+            let (key, head) = item?;
+            // None: compacted since its head was read; the records after it are newer.
+            let Some(raw) = values::resolve(&self.shared.tree, &key, &head)? else {
+                continue;
+            };
             out.push(codec::decode(&raw)?);
         }
         Ok(out)
@@ -230,7 +235,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: Send,
     {
         let mut view = SmView::clone(&self.shared.view.load());
-        let mut batch = sled::Batch::default();
+        let mut writer = SmWriter::new(&self.shared.tree);
         let mut changes = Vec::new();
         let mut outcomes = Vec::new();
         let mut last = None;
@@ -246,7 +251,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
                 EntryPayload::Normal(command) => {
                     let mut ctx = ApplyCtx {
-                        batch: &mut batch,
+                        writer: &mut writer,
                         changes: &mut changes,
                         history_limit: self.shared.config.history_limit,
                     };
@@ -260,17 +265,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             return Ok(outcomes);
         };
         let encode_err = |e: codec::CodecError| StorageIOError::apply(last, &e);
-        batch.insert(
+        writer.insert(
             keys::APPLIED,
             codec::encode(&view.last_applied).map_err(encode_err)?,
         );
-        batch.insert(
+        writer.insert(
             keys::MEMBERSHIP,
             codec::encode(&view.membership).map_err(encode_err)?,
         );
         self.shared
             .tree
-            .apply_batch(batch)
+            .apply_batch(writer.into_batch())
             .map_err(|e| StorageIOError::apply(last, &e))?;
         self.publish(view, changes);
         Ok(outcomes)

@@ -8,6 +8,7 @@
 
 use super::apply::entity_value;
 use super::model::{ProjectMeta, ProjectState, RequestEntry, SmView};
+use super::values::{self, SmWriter};
 use crate::codec::{self, CodecError};
 use crate::keys;
 use crate::types::{LogId, NodeAddr, NodeId, VersionRecord};
@@ -94,7 +95,10 @@ fn read_history(
         ..=keys::version(meta.incarnation, meta.version);
     let mut records: Vec<VersionRecord> = Vec::new();
     for item in tree.range(range).rev() {
-        let (_, raw) = item?;
+        let (key, head) = item?;
+        let Some(raw) = values::resolve(tree, &key, &head)? else {
+            break;
+        };
         let record: VersionRecord = codec::decode(&raw)?;
         let expected = meta.version - records.len() as u64;
         if record.version != expected {
@@ -120,20 +124,18 @@ pub fn prepare_install(
             payload.format
         )));
     }
-    let mut batch = sled::Batch::default();
+    let mut writer = SmWriter::new(tree);
     // Removals first: a later insert of the same key in the batch wins.
-    for key in tree.iter().keys() {
-        batch.remove(key?);
-    }
-    batch.insert(keys::APPLIED, codec::encode(&payload.last_applied)?);
-    batch.insert(keys::MEMBERSHIP, codec::encode(&payload.membership)?);
+    writer.clear_all()?;
+    writer.insert(keys::APPLIED, codec::encode(&payload.last_applied)?);
+    writer.insert(keys::MEMBERSHIP, codec::encode(&payload.membership)?);
     let mut view = SmView {
         last_applied: payload.last_applied,
         membership: payload.membership,
         projects: imbl::OrdMap::new(),
     };
     for ps in payload.projects {
-        let project = install_project(&ps, &mut batch)?;
+        let project = install_project(&ps, &mut writer)?;
         if view
             .projects
             .insert(ps.name.clone(), Arc::new(project))
@@ -145,12 +147,12 @@ pub fn prepare_install(
             )));
         }
     }
-    Ok((view, batch))
+    Ok((view, writer.into_batch()))
 }
 
 fn install_project(
     ps: &ProjectSnapshot,
-    batch: &mut sled::Batch,
+    writer: &mut SmWriter<'_>,
 ) -> Result<ProjectState, SnapshotError> {
     let inc = ps.meta.incarnation;
     let mut p = ProjectState::new(ps.meta);
@@ -159,7 +161,7 @@ fn install_project(
             serde_json::from_str(text).map_err(|e| CodecError::Json(e.to_string()))?;
         // Re-hashing here (once per install, not per commit) verifies the carried digest.
         let hash = entity_key_hash(key, &body);
-        batch.insert(keys::entity(inc, key), entity_value(&hash, &body)?);
+        writer.put_value(&keys::entity(inc, key), &entity_value(&hash, &body)?)?;
         p.hashes.insert(key.clone(), hash);
         p.entities.insert(key.clone(), Arc::new(body));
     }
@@ -172,8 +174,8 @@ fn install_project(
     for (version, id, entry) in &ps.requests {
         p.requests.insert(id.clone(), *entry);
         p.request_versions.insert(*version, id.clone());
-        batch.insert(keys::request(inc, id), codec::encode(entry)?);
-        batch.insert(&keys::request_by_version(inc, *version), id.as_bytes());
+        writer.insert(keys::request(inc, id), codec::encode(entry)?);
+        writer.insert(keys::request_by_version(inc, *version), id.as_bytes());
     }
     let mut expected = ps.meta.oldest_retained;
     for record in &ps.history {
@@ -183,7 +185,7 @@ fn install_project(
                 ps.name, record.version
             )));
         }
-        batch.insert(&keys::version(inc, record.version), codec::encode(record)?);
+        writer.put_value(&keys::version(inc, record.version), &codec::encode(record)?)?;
         expected += 1;
     }
     if expected != ps.meta.version + 1 {
@@ -192,6 +194,6 @@ fn install_project(
             ps.name, ps.meta.version
         )));
     }
-    batch.insert(keys::project(&ps.name), codec::encode(&ps.meta)?);
+    writer.insert(keys::project(&ps.name), codec::encode(&ps.meta)?);
     Ok(p)
 }

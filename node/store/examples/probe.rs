@@ -1,0 +1,85 @@
+use flagraft_client::entity::{Entity, EntityKey, EntityKind};
+use flagraft_store::{open, Command, CommitCommand, Identity, StoreConfig, TypeConfig};
+use openraft::storage::RaftStateMachine;
+use openraft::{Entry, EntryPayload};
+use std::time::Instant;
+
+fn body(i: u64) -> serde_json::Value {
+    let rules: Vec<serde_json::Value> = (0..16).map(|r| serde_json::json!({"name": format!("rule-{r}"), "passPercentage": 50, "id": format!("{i}-{r}"),"conditions": [{"type": "user_field", "field": "country", "operator": "any","targetValue": ["US", "CA", "GB", "DE"]}]})).collect();
+    serde_json::json!({"name": format!("gate-{i}"), "enabled": true, "rules": rules, "rev": i})
+}
+fn commit(upserts: Vec<Entity>) -> Command {
+    Command::Commit(CommitCommand {
+        project: "default".into(),
+        upserts,
+        deletes: vec![],
+        author: "b".into(),
+        message: "b".into(),
+        expected_version: None,
+        request_id: None,
+        proposed_time_ms: 0,
+    })
+}
+fn gate(i: u64, rev: u64) -> Entity {
+    Entity {
+        key: EntityKey::new(EntityKind::Gate, format!("gate-{i}")),
+        body: body(rev),
+    }
+}
+fn blobs(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("sled/blobs"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().unwrap())
+        .collect();
+    let (size, per_commit) = (args[0], args[1]);
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = open(
+        dir.path(),
+        &Identity {
+            node_id: 1,
+            cluster: "c".into(),
+        },
+        StoreConfig::default(),
+    )
+    .await
+    .unwrap();
+    let mut index = 0;
+    let mut entry = |c: Command| {
+        index += 1;
+        Entry::<TypeConfig> {
+            log_id: openraft::testing::log_id(1, 1, index),
+            payload: EntryPayload::Normal(c),
+        }
+    };
+    for start in (0..size).step_by(per_commit as usize) {
+        let ups = (start..(start + per_commit).min(size))
+            .map(|i| gate(i, 0))
+            .collect();
+        sm.apply([entry(commit(ups))]).await.unwrap();
+    }
+    println!(
+        "filled {size} ({per_commit}/commit), blobs {}",
+        blobs(dir.path())
+    );
+    for round in 0..5 {
+        let es: Vec<_> = (0..2000u64)
+            .map(|r| entry(commit(vec![gate((r * 7919) % size, r + 1)])))
+            .collect();
+        let t = Instant::now();
+        for e in es {
+            sm.apply([e]).await.unwrap();
+        }
+        println!(
+            "round {round}: {:?}/commit, blobs {}",
+            t.elapsed() / 2000,
+            blobs(dir.path())
+        );
+    }
+}

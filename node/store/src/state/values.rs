@@ -1,0 +1,212 @@
+//! Bounded-size sled values.
+//!
+//! sled rewrites a whole leaf (up to ~17 items) every 10 updates and writes any leaf larger than
+//! 128 KiB to a separate blob file. One big value (a 1,000-entity commit's record, a large ID
+//! list) next to keys updated on every commit would make every commit pay for it. So values that
+//! may be large are split: the key holds a head (inline bytes, or a chunk count) and chunks of at
+//! most [`CHUNK`] bytes live under `c <key> <i:u32 BE>`. Every leaf then stays small.
+//!
+//! ```text
+//! head = 0x00 ++ bytes                 (bytes.len() <= CHUNK)
+//!      | 0x01 ++ chunk_count:u32 BE    (chunks hold the bytes in order)
+//! ```
+
+use crate::codec::CodecError;
+use std::collections::HashMap;
+
+/// Largest inline value and chunk size.
+pub const CHUNK: usize = 4096;
+const CHUNK_PREFIX: u8 = b'c';
+const INLINE: u8 = 0;
+const CHUNKED: u8 = 1;
+
+fn chunk_key(key: &[u8], i: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + key.len() + 4);
+    k.push(CHUNK_PREFIX);
+    k.extend_from_slice(key);
+    k.extend_from_slice(&i.to_be_bytes());
+    k
+}
+
+fn chunk_count_of_head(head: &[u8]) -> Result<u32, CodecError> {
+    match head.split_first() {
+        Some((&INLINE, _)) => Ok(0),
+        Some((&CHUNKED, n)) => {
+            let n: [u8; 4] = n
+                .try_into()
+                .map_err(|_| CodecError::Corrupt("bad chunked value head".into()))?;
+            Ok(u32::from_be_bytes(n))
+        }
+        _ => Err(CodecError::Corrupt("bad value head".into())),
+    }
+}
+
+/// Collects one atomic batch of state machine writes.
+pub struct SmWriter<'a> {
+    tree: &'a sled::Tree,
+    batch: sled::Batch,
+    /// Chunk counts of big values already written or removed in this batch (sled does not see
+    /// the batch until it is applied).
+    chunks: HashMap<Vec<u8>, u32>,
+    /// Everything in the tree is being removed by this batch: old values have no chunks left.
+    cleared: bool,
+}
+
+impl<'a> SmWriter<'a> {
+    pub fn new(tree: &'a sled::Tree) -> Self {
+        SmWriter {
+            tree,
+            batch: sled::Batch::default(),
+            chunks: HashMap::new(),
+            cleared: false,
+        }
+    }
+
+    /// Removes every key of the tree (for installing a snapshot).
+    pub fn clear_all(&mut self) -> Result<(), CodecError> {
+        for key in self.tree.iter().keys() {
+            self.batch.remove(key?);
+        }
+        self.chunks.clear();
+        self.cleared = true;
+        Ok(())
+    }
+
+    /// A small value (heads, counters) stored as is.
+    pub fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.batch.insert(key.as_ref(), value.as_ref());
+    }
+
+    pub fn remove(&mut self, key: impl AsRef<[u8]>) {
+        self.batch.remove(key.as_ref());
+    }
+
+    fn chunk_count(&self, key: &[u8]) -> Result<u32, CodecError> {
+        if let Some(n) = self.chunks.get(key) {
+            return Ok(*n);
+        }
+        if self.cleared {
+            return Ok(0);
+        }
+        match self.tree.get(key)? {
+            Some(head) => chunk_count_of_head(&head),
+            None => Ok(0),
+        }
+    }
+
+    /// A value of any size, split into chunks when large.
+    pub fn put_value(&mut self, key: &[u8], bytes: &[u8]) -> Result<(), CodecError> {
+        let old = self.chunk_count(key)?;
+        let new = if bytes.len() <= CHUNK {
+            let mut head = Vec::with_capacity(1 + bytes.len());
+            head.push(INLINE);
+            head.extend_from_slice(bytes);
+            self.batch.insert(key, head);
+            0
+        } else {
+            let mut n = 0u32;
+            for piece in bytes.chunks(CHUNK) {
+                self.batch.insert(chunk_key(key, n), piece);
+                n += 1;
+            }
+            let mut head = vec![CHUNKED];
+            head.extend_from_slice(&n.to_be_bytes());
+            self.batch.insert(key, head);
+            n
+        };
+        for i in new..old {
+            self.batch.remove(chunk_key(key, i));
+        }
+        self.chunks.insert(key.to_vec(), new);
+        Ok(())
+    }
+
+    pub fn remove_value(&mut self, key: &[u8]) -> Result<(), CodecError> {
+        let old = self.chunk_count(key)?;
+        for i in 0..old {
+            self.batch.remove(chunk_key(key, i));
+        }
+        self.batch.remove(key);
+        self.chunks.insert(key.to_vec(), 0);
+        Ok(())
+    }
+
+    pub fn into_batch(self) -> sled::Batch {
+        self.batch
+    }
+}
+
+/// The value whose head is `head` (read from `key`). `None` if a chunk is gone, which happens
+/// when the value was removed between reading the head and its chunks.
+pub fn resolve(tree: &sled::Tree, key: &[u8], head: &[u8]) -> Result<Option<Vec<u8>>, CodecError> {
+    match head.split_first() {
+        Some((&INLINE, bytes)) => Ok(Some(bytes.to_vec())),
+        Some((&CHUNKED, _)) => {
+            let n = chunk_count_of_head(head)?;
+            let mut out = Vec::with_capacity(n as usize * CHUNK);
+            for i in 0..n {
+                match tree.get(chunk_key(key, i))? {
+                    Some(piece) => out.extend_from_slice(&piece),
+                    None => return Ok(None),
+                }
+            }
+            Ok(Some(out))
+        }
+        _ => Err(CodecError::Corrupt("bad value head".into())),
+    }
+}
+
+/// Reads a value written by [`SmWriter::put_value`].
+pub fn read_value(tree: &sled::Tree, key: &[u8]) -> Result<Option<Vec<u8>>, CodecError> {
+    match tree.get(key)? {
+        Some(head) => resolve(tree, key, &head),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> (sled::Db, sled::Tree) {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let t = db.open_tree("t").unwrap();
+        (db, t)
+    }
+
+    #[test]
+    fn values_of_every_size_round_trip_and_shrinking_leaves_no_chunks() {
+        let (_db, t) = tree();
+        let sizes = [0, 1, CHUNK, CHUNK + 1, 3 * CHUNK, 10 * CHUNK + 7, 5];
+        for size in sizes {
+            let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let mut w = SmWriter::new(&t);
+            w.put_value(b"k", &bytes).unwrap();
+            t.apply_batch(w.into_batch()).unwrap();
+            assert_eq!(read_value(&t, b"k").unwrap(), Some(bytes));
+        }
+        // Only the head and the chunks of the current value remain (5 bytes: inline).
+        assert_eq!(t.len(), 1);
+        let mut w = SmWriter::new(&t);
+        w.put_value(b"k", &vec![1; 3 * CHUNK]).unwrap();
+        t.apply_batch(w.into_batch()).unwrap();
+        let mut w = SmWriter::new(&t);
+        w.remove_value(b"k").unwrap();
+        t.apply_batch(w.into_batch()).unwrap();
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn rewrites_within_one_batch_leave_no_stray_chunks() {
+        let (_db, t) = tree();
+        let mut w = SmWriter::new(&t);
+        w.put_value(b"k", &vec![1; 5 * CHUNK]).unwrap();
+        w.put_value(b"k", &vec![2; 2 * CHUNK]).unwrap();
+        w.put_value(b"j", &vec![3; 4 * CHUNK]).unwrap();
+        w.remove_value(b"j").unwrap();
+        t.apply_batch(w.into_batch()).unwrap();
+        assert_eq!(read_value(&t, b"k").unwrap(), Some(vec![2; 2 * CHUNK]));
+        assert_eq!(read_value(&t, b"j").unwrap(), None);
+        assert_eq!(t.len(), 3, "head of k and its two chunks");
+    }
+}
