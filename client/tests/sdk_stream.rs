@@ -236,4 +236,38 @@ async fn cold_start_from_the_disk_cache_with_no_node_then_resume_from_it() {
     assert_eq!(client.wait_for_version(4, WAIT).await, Ok(4));
     assert_eq!(client.health().source, StateSource::Network);
     client.shutdown().await;
+
+    // 4. The node is at the cached version: nothing to send but the first heartbeat,
+    //    which confirms the cached rules.
+    std::fs::remove_file(&cache).unwrap();
+    let cached = flagraft_client::sdk::cache::key_id("k");
+    let state = flagraft_client::sdk::RulesetState::from_entities(
+        3,
+        3,
+        StateSource::Network,
+        entities.clone(),
+        None,
+    )
+    .unwrap();
+    flagraft_client::sdk::cache::store(&cache, &cached, &state).unwrap();
+    let beat = ServerMessage::Heartbeat(flagraft_client::protocol::Heartbeat {
+        head_version: 3,
+        time_ms: 0,
+    });
+    let (addr, mut hellos) = fake_node(vec![vec![welcome(), beat]]).await;
+    let client = Client::builder()
+        .endpoints([addr])
+        .sdk_key("k")
+        .disk_cache(&cache)
+        .init_timeout(WAIT)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(next_hello(&mut hellos).await.have_version, Some(3));
+    let h = client.health();
+    assert_eq!(
+        (h.source, h.version, h.connected),
+        (StateSource::Network, 3, true)
+    );
+    client.shutdown().await;
 }

@@ -96,6 +96,17 @@ impl Shared {
         let _ = self.updates.send(update); // no receivers is fine
     }
 
+    /// Mark rules loaded from the disk cache as confirmed by a node (same
+    /// version, no update event; wakes `build()` and version waiters).
+    pub fn confirm_cached(&self) {
+        let held = self.state.load_full();
+        if held.source == StateSource::DiskCache {
+            self.state
+                .store(Arc::new(held.with_source(StateSource::Network)));
+            self.version.send_replace(held.version);
+        }
+    }
+
     pub fn health(&self) -> Health {
         let state = self.state.load();
         let h = self.health_mut();

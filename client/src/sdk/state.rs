@@ -169,6 +169,17 @@ impl RulesetState {
         }
     }
 
+    /// The same rules, marked as coming from `source`.
+    pub(crate) fn with_source(&self, source: StateSource) -> Self {
+        Self::build(
+            self.version,
+            self.commit_time_ms,
+            source,
+            self.entities.clone(),
+            self.digest,
+        )
+    }
+
     pub fn entity_count(&self) -> usize {
         self.entities.len()
     }

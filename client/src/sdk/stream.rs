@@ -325,6 +325,9 @@ impl Session<'_> {
             }
             ServerMessage::Heartbeat(h) => {
                 shared.health_mut().node_head_version = Some(h.head_version);
+                // The initial sync is over: rules resumed from the disk cache are now
+                // confirmed by the node (it checked their version and digest).
+                shared.confirm_cached();
             }
             ServerMessage::Behind(b) => {
                 shared.health_mut().last_error = Some(format!(

@@ -215,7 +215,8 @@ impl<S: StreamSource> Conn<S> {
 
     async fn live(&mut self) -> Flow {
         let hb = self.hub.config.heartbeat();
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + hb, hb);
+        // The first heartbeat goes out at once: it tells the client the initial sync is done.
+        let mut heartbeat = tokio::time::interval(hb);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let max_age = tokio::time::sleep(self.hub.config.jittered_max_age());
         tokio::pin!(max_age);
