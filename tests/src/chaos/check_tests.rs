@@ -150,6 +150,7 @@ fn good() -> History {
             isolated_while_read: true,
         }],
         faults: vec![],
+        incidents: vec![],
         final_state: Some(FinalState {
             records: vec![record(1, "r1"), record(2, "r2"), record(3, "r3")],
             oldest_retained: 1,

@@ -26,6 +26,10 @@ pub struct History {
     pub faults: Vec<FaultRecord>,
     /// The cluster's state after the faults stopped; None if the run never got there.
     pub final_state: Option<FinalState>,
+    /// Things the rig noticed that are not checks of their own (e.g. the
+    /// cluster took longer than its bound to become healthy after a fault).
+    #[serde(default)]
+    pub incidents: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

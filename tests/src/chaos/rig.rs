@@ -1,0 +1,316 @@
+//! One chaos run: cluster up, workload on, faults on a seeded schedule for the
+//! requested duration, faults off, workload off, convergence measured, final
+//! history read, everything stopped and removed.
+
+use super::cluster::{ChaosCluster, PROJECT};
+use super::faults::{inject, Schedule};
+use super::history::*;
+use super::netns::{self, Netns};
+use super::recorder::Recorder;
+use super::workload::{self, Clients, Subscriber, WorkloadOptions};
+use flagraft_proto::admin::v1 as pb;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+#[derive(Clone, Debug)]
+pub struct RigOptions {
+    pub seed: u64,
+    /// How long faults are injected.
+    pub duration: Duration,
+    pub workload: WorkloadOptions,
+    /// Where configs, data, logs, the history and the report go.
+    pub dir: PathBuf,
+    pub node_binary: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RigError(pub String);
+
+fn err(what: &str) -> impl Fn(String) -> RigError + '_ {
+    move |e| RigError(format!("{what}: {e}"))
+}
+
+/// The cluster must be healthy this soon after start and after each fault.
+const HEALTHY_TIMEOUT: Duration = Duration::from_secs(30);
+/// After the faults stop, every node and subscriber must hold the final version within this.
+pub const CONVERGENCE_LIMIT: Duration = Duration::from_secs(10);
+/// Quiet time before the first fault.
+const WARMUP: Duration = Duration::from_secs(2);
+
+/// Runs everything and returns the history (the caller checks it).
+pub async fn run(opts: &RigOptions) -> Result<History, RigError> {
+    let run_id = std::process::id();
+    netns::available(run_id).map_err(|e| {
+        RigError(format!(
+            "cannot create network namespaces ({e}); the chaos rig needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)"
+        ))
+    })?;
+    std::fs::create_dir_all(&opts.dir).map_err(|e| err("run dir")(e.to_string()))?;
+    let net = Netns::create(&[1, 2, 3], run_id).map_err(|e| err("network")(e.to_string()))?;
+    // For the outer script, should this process die before it removes them.
+    let _ = std::fs::write(opts.dir.join("netns"), net.namespaces().join("\n") + "\n");
+    let cluster = ChaosCluster::create(&opts.dir, &opts.node_binary, net)
+        .map_err(|e| err("cluster")(e.to_string()))?;
+    let result = drive(&cluster, opts).await;
+    cluster.stop_all();
+    // Dropping the cluster removes the namespaces.
+    drop(cluster);
+    result
+}
+
+async fn drive(cluster: &ChaosCluster, opts: &RigOptions) -> Result<History, RigError> {
+    for &id in &cluster.ids {
+        cluster.start(id).map_err(|e| err("start")(e.to_string()))?;
+    }
+    let leader = cluster
+        .wait_healthy(Duration::from_secs(60))
+        .await
+        .map_err(err("startup"))?;
+    eprintln!(
+        "chaos: cluster up, node {leader} leads; namespaces {:?}",
+        cluster.net.namespaces()
+    );
+
+    let rec = Arc::new(Recorder::new(opts.seed, cluster.ids.clone()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let w = &opts.workload;
+    let mut subscribers: Vec<Subscriber> = Vec::new();
+    for k in 1..=w.subscribers {
+        let s = workload::subscriber(cluster, rec.clone(), k, opts.seed, stop_rx.clone())
+            .await
+            .map_err(RigError)?;
+        subscribers.push(s);
+    }
+    let clients = Clients::new(cluster, rec.clone(), w.clone());
+    let mut tasks = Vec::new();
+    for k in 1..=w.writers {
+        tasks.push(tokio::spawn(workload::writer(
+            clients.clone(),
+            k,
+            opts.seed,
+            stop_rx.clone(),
+        )));
+    }
+    for k in 1..=w.readers {
+        tasks.push(tokio::spawn(workload::reader(
+            clients.clone(),
+            k,
+            opts.seed,
+            stop_rx.clone(),
+        )));
+    }
+
+    let fault_result = run_faults(cluster, &rec, opts).await;
+    // Faults off, whatever happened: links healed, every node running and continued.
+    let _ = cluster.net.heal_all();
+    for &id in &cluster.ids {
+        if !cluster.is_running(id) {
+            if let Err(e) = cluster.start(id) {
+                rec.incident(format!("could not restart node {id} at the end: {e}"));
+            }
+        } else {
+            let _ = cluster.resume(id);
+        }
+    }
+    eprintln!("chaos: faults stopped; finishing the operations in flight");
+    stop_tx.send_replace(true);
+    // Each task finishes its operation in progress, bounded by the operation deadline.
+    let finish_by = w.op_deadline + w.attempt_timeout + Duration::from_secs(5);
+    for t in tasks {
+        if tokio::time::timeout(finish_by, t).await.is_err() {
+            rec.incident("a workload task did not finish in time".into());
+        }
+    }
+    if let Err(e) = fault_result {
+        rec.incident(format!("fault injection stopped early: {}", e.0));
+    }
+    match settle(cluster, &rec, &subscribers).await {
+        Ok(f) => rec.set_final(f),
+        Err(e) => rec.incident(format!("could not read the final state: {}", e.0)),
+    }
+    for s in &subscribers {
+        s.client.shutdown().await;
+    }
+    for s in subscribers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.task).await;
+    }
+    Ok(rec.snapshot())
+}
+
+async fn run_faults(
+    cluster: &ChaosCluster,
+    rec: &Recorder,
+    opts: &RigOptions,
+) -> Result<(), RigError> {
+    let start = Instant::now();
+    tokio::time::sleep(WARMUP).await;
+    let mut schedule = Schedule::new(opts.seed);
+    let mut n = 0u64;
+    // Bounded by the duration (each fault lasts a bounded time).
+    while start.elapsed() < opts.duration {
+        let planned = schedule.next_fault();
+        n += 1;
+        eprintln!(
+            "chaos: [{:>6.1}s] fault {n}: {:?}",
+            start.elapsed().as_secs_f64(),
+            planned.fault
+        );
+        inject(cluster, rec, planned).await.map_err(err("fault"))?;
+        if let Err(e) = cluster.wait_healthy(HEALTHY_TIMEOUT).await {
+            rec.incident(format!("after fault {n} ({:?}): {e}", planned.fault));
+        }
+        let left = opts.duration.saturating_sub(start.elapsed());
+        tokio::time::sleep(Duration::from_millis(planned.gap_ms).min(left)).await;
+    }
+    Ok(())
+}
+
+async fn linearizable_head(cluster: &ChaosCluster) -> Result<(u64, String), String> {
+    let mut last = String::new();
+    for &id in &cluster.ids {
+        let Some(mut admin) = cluster.admin(id) else {
+            continue;
+        };
+        let mut req = tonic::Request::new(pb::GetRulesetRequest {
+            project: PROJECT.into(),
+            consistency: pb::ReadConsistency::Linearizable as i32,
+            ..Default::default()
+        });
+        req.set_timeout(Duration::from_secs(2));
+        match admin.get_ruleset(req).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                return Ok((r.version, r.digest));
+            }
+            Err(s) => last = format!("node {id}: {}", s.message()),
+        }
+    }
+    Err(last)
+}
+
+async fn local_head(cluster: &ChaosCluster, id: u64) -> Option<(u64, String)> {
+    let mut admin = cluster.admin(id)?;
+    let mut req = tonic::Request::new(pb::GetRulesetRequest {
+        project: PROJECT.into(),
+        ..Default::default()
+    });
+    req.set_timeout(Duration::from_millis(500));
+    let r = admin.get_ruleset(req).await.ok()?.into_inner();
+    Some((r.version, r.digest))
+}
+
+/// Measures convergence and reads the final history.
+async fn settle(
+    cluster: &ChaosCluster,
+    rec: &Recorder,
+    subscribers: &[Subscriber],
+) -> Result<FinalState, RigError> {
+    let started_ns = rec.now_ns();
+    let started = Instant::now();
+    let deadline_ns = started_ns + CONVERGENCE_LIMIT.as_nanos() as u64;
+    let mut participants: Vec<Participant> = cluster
+        .ids
+        .iter()
+        .map(|id| format!("node {id}"))
+        .chain(subscribers.iter().map(|s| format!("subscriber {}", s.name)))
+        .map(|name| Participant {
+            name,
+            version: 0,
+            digest: String::new(),
+            reached_ns: None,
+        })
+        .collect();
+    let mut head: Option<(u64, String)> = None;
+    // Polls until everyone holds the head, a little past the limit so a late arrival is
+    // measured rather than just missed.
+    let give_up = CONVERGENCE_LIMIT + Duration::from_secs(5);
+    while started.elapsed() < give_up {
+        if head.is_none() {
+            head = linearizable_head(cluster).await.ok();
+        }
+        if let Some((hv, hd)) = &head {
+            let mut seen: Vec<Option<(u64, String)>> = Vec::new();
+            for &id in &cluster.ids {
+                seen.push(local_head(cluster, id).await);
+            }
+            for s in subscribers {
+                seen.push(Some((s.client.version(), s.client.digest().to_hex())));
+            }
+            let now = rec.now_ns();
+            for (p, s) in participants.iter_mut().zip(seen) {
+                if let Some((v, d)) = s {
+                    if p.reached_ns.is_none() && v == *hv && d == *hd {
+                        p.reached_ns = Some(now);
+                    }
+                    p.version = v;
+                    p.digest = d;
+                }
+            }
+            if participants.iter().all(|p| p.reached_ns.is_some()) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (head_version, head_digest) =
+        head.ok_or_else(|| RigError("no linearizable read of the head succeeded".into()))?;
+    let (records, oldest_retained) = read_history(cluster, head_version).await?;
+    Ok(FinalState {
+        records,
+        oldest_retained,
+        head_version,
+        head_digest,
+        convergence: Convergence {
+            started_ns,
+            deadline_ns,
+            participants,
+        },
+    })
+}
+
+/// Every record from version 1 to `head`, paged.
+async fn read_history(
+    cluster: &ChaosCluster,
+    head: u64,
+) -> Result<(Vec<RecordSummary>, u64), RigError> {
+    let leader = cluster.leader().await.unwrap_or(cluster.ids[0]);
+    let mut admin = cluster
+        .admin(leader)
+        .ok_or_else(|| RigError("no admin client".into()))?;
+    let mut records = Vec::new();
+    let mut oldest = 1;
+    let mut from = 1;
+    // At most head/1 pages; each page returns at least one record or ends the loop.
+    let max_pages = head + 2;
+    for _ in 0..max_pages {
+        if from > head {
+            break;
+        }
+        let mut req = tonic::Request::new(pb::ListHistoryRequest {
+            project: PROJECT.into(),
+            from_version: from,
+            limit: 1000,
+            min_version: Some(head),
+        });
+        req.set_timeout(Duration::from_secs(10));
+        let page = admin
+            .list_history(req)
+            .await
+            .map_err(|s| RigError(format!("ListHistory from {from}: {}", s.message())))?
+            .into_inner();
+        oldest = page.oldest_retained;
+        let Some(last) = page.records.last().map(|r| r.version) else {
+            break;
+        };
+        records.extend(page.records.into_iter().map(|r| RecordSummary {
+            version: r.version,
+            request_id: r.request_id,
+            digest: r.digest,
+        }));
+        from = last + 1;
+    }
+    Ok((records, oldest))
+}
