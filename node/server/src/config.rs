@@ -29,6 +29,11 @@
 //! [stream.keys]                         # TEMPORARY static server keys
 //! "srv-default-dev" = { project = "default", kind = "server" }
 //!
+//! [initialize]                          # optional: /v1/initialize, /v1/stream/client
+//! rate_per_key_per_sec = 100.0          # per client key, token bucket (0: off)
+//! rate_burst = 200
+//! max_body_bytes = 65536
+//!
 //! [snapshot]                            # optional
 //! logs_since_last = 5000                # build a snapshot after this many entries
 //! logs_kept = 1000                      # entries kept behind a snapshot for lagging followers
@@ -60,6 +65,9 @@ pub struct NodeConfig {
     /// `[stream]`: update stream tunables and (temporary) keys; see crate::stream.
     #[serde(default)]
     pub stream: crate::stream::StreamConfig,
+    /// `[initialize]`: client initialize responses and the client-side stream.
+    #[serde(default)]
+    pub initialize: crate::initialize::InitializeConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -12,6 +12,7 @@ pub mod config;
 pub mod dcs;
 pub mod forward;
 pub mod http;
+pub mod initialize;
 pub mod limits;
 pub mod metrics;
 pub mod raft_network;

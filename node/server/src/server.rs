@@ -118,7 +118,17 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
 
     let stream = crate::stream::start_for_store(&config.stream, state.sm.clone(), config.node_id)
         .map_err(|e| anyhow!("{e}"))?;
-    let http_router = http::router(state.clone()).merge(crate::stream::router(stream.clone()));
+    // Client-side values share the stream's keys and stop with it (goodbye 4005).
+    let initialize = crate::initialize::InitializeService::new(
+        crate::initialize::StoreRulesets::new(state.sm.clone(), config.node_id),
+        stream.keys.clone(),
+        config.initialize.clone(),
+        stream.shutdown_signal(),
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    let http_router = http::router(state.clone())
+        .merge(crate::stream::router(stream.clone()))
+        .merge(crate::initialize::router(initialize));
     let http_stop = signalled(stop_admin_rx.clone());
     let http_task = tokio::spawn(async move {
         axum::serve(http_listener, http_router)
