@@ -86,9 +86,9 @@ impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions {
             nodes: 3,
-            heartbeat_ms: 80,
-            election_timeout_min_ms: 250,
-            election_timeout_max_ms: 500,
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 200,
+            election_timeout_max_ms: 350,
             snapshot_logs_since_last: 5000,
             snapshot_logs_kept: 1000,
             history_limit: 10_000,

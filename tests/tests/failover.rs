@@ -87,7 +87,7 @@ async fn leader_kill_elects_new_leader_and_restarted_node_catches_up() {
                 T,
             )
             .await
-            .unwrap();
+            .unwrap_or_else(|s| panic!("commit a{i}: {s:?}"));
     }
     assert_eq!(last.version, 125);
 

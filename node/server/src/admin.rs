@@ -5,7 +5,7 @@
 //! confirm leadership with a quorum first (`Raft::ensure_linearizable`).
 
 use crate::dcs;
-use crate::forward::{forwarded, is_forwarded};
+use crate::forward::is_forwarded;
 use crate::limits::{MAX_HISTORY_PAGE, MAX_LEADER_WAIT, MAX_READ_WAIT};
 use crate::reads::head_at_least;
 use crate::state::{role_name, Shared};
@@ -182,7 +182,7 @@ impl Admin for AdminService {
                     .metrics
                     .commits_forwarded
                     .fetch_add(1, Ordering::Relaxed);
-                leader.commit(forwarded(req)).await
+                leader.commit(self.node.forwarder.request(req)).await
             }
             Route::Local => {
                 let cmd =
@@ -202,7 +202,9 @@ impl Admin for AdminService {
         let dialect = parse_dialect(req.dialect)?;
         if req.consistency == pb::ReadConsistency::Linearizable as i32 {
             match self.route(was_forwarded).await? {
-                Route::Leader(mut leader) => return leader.get_ruleset(forwarded(req)).await,
+                Route::Leader(mut leader) => {
+                    return leader.get_ruleset(self.node.forwarder.request(req)).await
+                }
                 Route::Local => {
                     self.node
                         .raft
@@ -294,7 +296,7 @@ impl Admin for AdminService {
             ));
         }
         match self.route(was_forwarded).await? {
-            Route::Leader(mut leader) => leader.add_learner(forwarded(req)).await,
+            Route::Leader(mut leader) => leader.add_learner(self.node.forwarder.request(req)).await,
             Route::Local => {
                 let addr = NodeAddr {
                     raft: node.raft_addr,
@@ -322,7 +324,11 @@ impl Admin for AdminService {
             return Err(Status::invalid_argument("voters must not be empty"));
         }
         match self.route(was_forwarded).await? {
-            Route::Leader(mut leader) => leader.change_membership(forwarded(req)).await,
+            Route::Leader(mut leader) => {
+                leader
+                    .change_membership(self.node.forwarder.request(req))
+                    .await
+            }
             Route::Local => {
                 let voters: BTreeSet<NodeId> = req.voters.iter().copied().collect();
                 let resp = self
@@ -343,7 +349,7 @@ impl Admin for AdminService {
         let was_forwarded = is_forwarded(&request);
         let req = request.into_inner();
         match self.route(was_forwarded).await? {
-            Route::Leader(mut leader) => leader.remove_node(forwarded(req)).await,
+            Route::Leader(mut leader) => leader.remove_node(self.node.forwarder.request(req)).await,
             Route::Local => {
                 let id = req.node_id;
                 let is_voter = {

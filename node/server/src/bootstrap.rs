@@ -74,7 +74,7 @@ pub async fn run(node: Shared, peers: Vec<PeerConfig>, mut shutdown: watch::Rece
         return;
     }
     let majority = peers.len() / 2 + 1;
-    let forwarder = Forwarder::default();
+    let forwarder = Forwarder::new(PROBE_TIMEOUT);
     let mut attempts: u64 = 0;
     loop {
         match node.raft.is_initialized().await {

@@ -18,10 +18,10 @@
 //! http_addr = "127.0.0.1:7301"
 //!
 //! [raft]                                # optional, LAN defaults shown
-//! heartbeat_ms = 80
-//! election_timeout_min_ms = 250
-//! election_timeout_max_ms = 500
-//! rpc_timeout_ms = 1000                 # append-entries / vote timeout
+//! heartbeat_ms = 100                   # also openraft's append-entries timeout
+//! election_timeout_min_ms = 200         # also the vote request timeout
+//! election_timeout_max_ms = 350         # also the leader lease
+//! rpc_timeout_ms = 5000                 # admin calls relayed to the leader
 //! snapshot_timeout_ms = 30000           # one snapshot chunk
 //!
 //! [stream]                              # optional: update stream (see docs/protocol.md)
@@ -38,6 +38,11 @@
 //! logs_since_last = 5000                # build a snapshot after this many entries
 //! logs_kept = 1000                      # entries kept behind a snapshot for lagging followers
 //! ```
+//!
+//! Leader loss: a follower that stops hearing from a committed leader waits
+//! the lease (`election_timeout_max_ms`) plus a random election timeout before
+//! it campaigns, so a dead leader is replaced after about
+//! `election_timeout_max_ms + [min, max)` = 550..700 ms with these defaults.
 //!
 //! Every table refuses unknown keys, so a typo is an error, not a silent default.
 
@@ -85,6 +90,9 @@ pub struct RaftTimeouts {
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
+    /// Bound on an admin call a follower relays to the leader. (openraft
+    /// bounds its own RPCs: append-entries by heartbeat_ms, votes by
+    /// election_timeout_min_ms, snapshot chunks by snapshot_timeout_ms.)
     pub rpc_timeout_ms: u64,
     pub snapshot_timeout_ms: u64,
 }
@@ -92,10 +100,10 @@ pub struct RaftTimeouts {
 impl Default for RaftTimeouts {
     fn default() -> Self {
         RaftTimeouts {
-            heartbeat_ms: 80,
-            election_timeout_min_ms: 250,
-            election_timeout_max_ms: 500,
-            rpc_timeout_ms: 1000,
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 200,
+            election_timeout_max_ms: 350,
+            rpc_timeout_ms: 5000,
             snapshot_timeout_ms: 30_000,
         }
     }
@@ -297,7 +305,7 @@ http_addr = "127.0.0.1:3"
         c.validate().unwrap();
         assert_eq!(c.node_id, 2);
         assert_eq!(c.history_limit, 10_000);
-        assert_eq!(c.raft.election_timeout_max_ms, 500);
+        assert_eq!(c.raft.election_timeout_max_ms, 350);
         assert_eq!(
             c.own_peer().map(|p| p.admin_addr.as_str()),
             Some("127.0.0.1:2")

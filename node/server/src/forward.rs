@@ -6,21 +6,42 @@
 //! request that is not (or no longer) the leader answers UNAVAILABLE instead of
 //! forwarding again, so a request crosses at most one hop.
 
-use crate::limits::{ADMIN_MAX_MESSAGE_BYTES, CONNECT_TIMEOUT, FORWARD_TIMEOUT};
+use crate::limits::{ADMIN_MAX_MESSAGE_BYTES, CONNECT_TIMEOUT};
 use flagraft_proto::admin::v1::admin_client::AdminClient;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
 pub const FORWARDED_HEADER: &str = "x-flagraft-forwarded";
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Forwarder {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    timeout: Duration,
 }
 
 impl Forwarder {
+    /// `timeout` bounds each relayed call (config `raft.rpc_timeout_ms`).
+    pub fn new(timeout: Duration) -> Self {
+        Forwarder {
+            channels: Arc::default(),
+            timeout,
+        }
+    }
+
+    /// The request to send to the leader: same message, marked as forwarded.
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        let mut req = Request::new(message);
+        req.metadata_mut().insert(
+            FORWARDED_HEADER,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        req.set_timeout(self.timeout);
+        req
+    }
+
     /// A client for `addr` ("host:port"), over a cached lazily-connected channel.
     pub fn client(&self, addr: &str) -> Result<AdminClient<Channel>, Status> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
@@ -40,17 +61,6 @@ impl Forwarder {
             .max_decoding_message_size(ADMIN_MAX_MESSAGE_BYTES)
             .max_encoding_message_size(ADMIN_MAX_MESSAGE_BYTES))
     }
-}
-
-/// The request to send to the leader: same message, marked as forwarded.
-pub fn forwarded<T>(message: T) -> Request<T> {
-    let mut req = Request::new(message);
-    req.metadata_mut().insert(
-        FORWARDED_HEADER,
-        tonic::metadata::MetadataValue::from_static("1"),
-    );
-    req.set_timeout(FORWARD_TIMEOUT);
-    req
 }
 
 pub fn is_forwarded<T>(req: &Request<T>) -> bool {

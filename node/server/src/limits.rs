@@ -31,8 +31,6 @@ pub const MAX_READ_WAIT: Duration = Duration::from_secs(30);
 pub const MAX_LEADER_WAIT: Duration = Duration::from_secs(5);
 /// Connect timeout towards another node.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// Time a forwarded admin call may take at the leader.
-pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// /readyz: applied index may trail the commit index by at most this much.
 pub const READY_MAX_APPLY_LAG: u64 = 1000;

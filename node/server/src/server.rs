@@ -15,6 +15,7 @@ use flagraft_proto::raft::v1::raft_server::RaftServer;
 use flagraft_store::{Identity, Raft, StoreConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
@@ -83,7 +84,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         cluster: config.cluster.clone(),
         raft: raft.clone(),
         sm,
-        forwarder: Forwarder::default(),
+        forwarder: Forwarder::new(Duration::from_millis(config.raft.rpc_timeout_ms)),
         metrics: NodeMetrics::default(),
     });
 
