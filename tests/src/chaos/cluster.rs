@@ -208,9 +208,11 @@ election_timeout_max_ms = {ELECTION_TIMEOUT_MAX_MS}
 rpc_timeout_ms = 1000
 snapshot_timeout_ms = 30000
 
+# Small, so snapshots are built during every run and a node that fell behind
+# by more than 50 entries catches up by installing one.
 [snapshot]
-logs_since_last = 2000
-logs_kept = 500
+logs_since_last = 200
+logs_kept = 50
 
 [stream]
 # Short, so a subscriber notices a paused node within 3 s.

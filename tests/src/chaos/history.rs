@@ -187,7 +187,8 @@ pub struct FinalState {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Convergence {
-    /// When the faults had stopped and the workload had finished.
+    /// When the faults stopped (the workload was told to stop then, and its
+    /// operations in flight finish inside the limit).
     pub started_ns: u64,
     pub deadline_ns: u64,
     /// Every node and subscriber: where it was last seen and when it first matched the head.

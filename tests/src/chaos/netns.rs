@@ -242,3 +242,90 @@ pub fn available(run_id: u32) -> Result<(), NetError> {
     ip(&["netns", "add", &probe])?;
     ip(&["netns", "del", &probe])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{SocketAddr, UdpSocket};
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    /// A UDP socket bound to `addr` inside `ns` (a socket stays in the
+    /// namespace it was created in, whichever thread uses it later).
+    fn udp_in(ns: &std::path::Path, addr: Ipv4Addr) -> UdpSocket {
+        let ns = std::fs::File::open(ns).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: setns on this short-lived thread only.
+                assert_eq!(
+                    unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                    0
+                );
+                let sock = UdpSocket::bind((addr, 0)).unwrap();
+                sock.set_read_timeout(Some(Duration::from_millis(300)))
+                    .unwrap();
+                sock
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    /// Whether a datagram from `from` reaches `to` (within the read timeout).
+    fn reaches(from: &UdpSocket, to: &UdpSocket) -> bool {
+        let target: SocketAddr = to.local_addr().unwrap();
+        // Several tries: the first datagram may wait for ARP.
+        for _ in 0..3 {
+            if from.send_to(b"ping", target).is_err() {
+                return false;
+            }
+            let mut buf = [0u8; 8];
+            if let Ok((n, _)) = to.recv_from(&mut buf) {
+                return &buf[..n] == b"ping";
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn cuts_are_per_direction_and_the_rig_always_reaches_every_node() {
+        let run_id = std::process::id() ^ 0x5a5a;
+        if let Err(e) = available(run_id) {
+            eprintln!("skipped: network namespaces are not available here ({e})");
+            return;
+        }
+        let net = Netns::create(&[1, 2, 3], run_id).unwrap();
+        let s: Vec<UdpSocket> = (1..=3)
+            .map(|id| udp_in(&net.ns_path(id), net.node_ip(id)))
+            .collect();
+        let rig = UdpSocket::bind(("0.0.0.0", 0)).unwrap();
+        assert!(reaches(&s[0], &s[1]) && reaches(&s[1], &s[0]));
+        assert!(reaches(&rig, &s[0]));
+
+        net.cut(1, 2).unwrap();
+        assert!(!reaches(&s[0], &s[1]), "1 -> 2 is cut");
+        assert!(reaches(&s[1], &s[0]), "2 -> 1 still flows");
+        assert!(reaches(&s[0], &s[2]), "1 -> 3 untouched");
+        net.heal(1, 2).unwrap();
+        assert!(reaches(&s[0], &s[1]));
+
+        net.isolate(3).unwrap();
+        assert!(!reaches(&s[2], &s[0]) && !reaches(&s[0], &s[2]));
+        assert!(!reaches(&s[2], &s[1]) && !reaches(&s[1], &s[2]));
+        assert!(reaches(&s[0], &s[1]), "the majority still talks");
+        assert!(reaches(&rig, &s[2]), "the rig reaches an isolated node");
+        assert_eq!(net.cut_links().len(), 4);
+        net.heal_all().unwrap();
+        assert!(net.cut_links().is_empty());
+        assert!(reaches(&s[2], &s[0]) && reaches(&s[1], &s[2]));
+
+        let names = net.namespaces().to_vec();
+        drop(s);
+        drop(net);
+        let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        let listed = String::from_utf8_lossy(&out.stdout);
+        for n in names {
+            assert!(!listed.contains(&n), "{n} was not removed");
+        }
+    }
+}

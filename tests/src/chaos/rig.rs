@@ -115,6 +115,7 @@ async fn drive(cluster: &ChaosCluster, opts: &RigOptions) -> Result<History, Rig
             let _ = cluster.resume(id);
         }
     }
+    let faults_stopped_ns = rec.now_ns();
     eprintln!("chaos: faults stopped; finishing the operations in flight");
     stop_tx.send_replace(true);
     // Each task finishes its operation in progress, bounded by the operation deadline.
@@ -127,7 +128,7 @@ async fn drive(cluster: &ChaosCluster, opts: &RigOptions) -> Result<History, Rig
     if let Err(e) = fault_result {
         rec.incident(format!("fault injection stopped early: {}", e.0));
     }
-    match settle(cluster, &rec, &subscribers).await {
+    match settle(cluster, &rec, &subscribers, faults_stopped_ns).await {
         Ok(f) => rec.set_final(f),
         Err(e) => rec.incident(format!("could not read the final state: {}", e.0)),
     }
@@ -202,14 +203,15 @@ async fn local_head(cluster: &ChaosCluster, id: u64) -> Option<(u64, String)> {
     Some((r.version, r.digest))
 }
 
-/// Measures convergence and reads the final history.
+/// Measures convergence (from `started_ns`, when the faults stopped: the
+/// operations still in flight then count against the limit) and reads the
+/// final history.
 async fn settle(
     cluster: &ChaosCluster,
     rec: &Recorder,
     subscribers: &[Subscriber],
+    started_ns: u64,
 ) -> Result<FinalState, RigError> {
-    let started_ns = rec.now_ns();
-    let started = Instant::now();
     let deadline_ns = started_ns + CONVERGENCE_LIMIT.as_nanos() as u64;
     let mut participants: Vec<Participant> = cluster
         .ids
@@ -226,8 +228,8 @@ async fn settle(
     let mut head: Option<(u64, String)> = None;
     // Polls until everyone holds the head, a little past the limit so a late arrival is
     // measured rather than just missed.
-    let give_up = CONVERGENCE_LIMIT + Duration::from_secs(5);
-    while started.elapsed() < give_up {
+    let give_up_ns = deadline_ns + 5_000_000_000;
+    while rec.now_ns() < give_up_ns {
         if head.is_none() {
             head = linearizable_head(cluster).await.ok();
         }
