@@ -329,7 +329,8 @@ impl Client {
         }
     }
 
-    /// Every newly applied version, in order (a slow receiver gets `Lagged`).
+    /// Every version applied after this call, in order (a slow receiver gets `Lagged`).
+    /// A version that `wait_for_version` already returned is not repeated.
     pub fn updates(&self) -> broadcast::Receiver<Update> {
         self.shared().updates.subscribe()
     }

@@ -91,9 +91,12 @@ impl Shared {
             commit_time_ms: state.commit_time_ms,
             changed,
         };
+        // Order matters: an update's receiver sees the new rules, and whoever saw
+        // the version watch reach v (wait_for_version) subscribed after v's update.
+        let version = update.version;
         self.state.store(Arc::new(state));
-        self.version.send_replace(update.version);
         let _ = self.updates.send(update); // no receivers is fine
+        self.version.send_replace(version);
     }
 
     /// Mark rules loaded from the disk cache as confirmed by a node (same
