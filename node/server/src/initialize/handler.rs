@@ -11,6 +11,11 @@
 //! | 413 | `body_too_large` | body over `max_body_bytes` (64 KiB by default) |
 //! | 429 | `rate_limited` | the key's token bucket is empty (`Retry-After`) |
 //!
+//! The key: `Authorization: Bearer <key>`, else `statsig-api-key: <key>`,
+//! else the query parameter `k` (Statsig's newer JS client). Every response
+//! allows any origin (CORS; `OPTIONS` answers the preflight): keys are not
+//! cookies, and client keys are public by design.
+//!
 //! Errors are JSON `{"code": ..., "message": ...}`. The `hash` option is
 //! the query parameter `?hash=djb2|sha256|none`, else the envelope's
 //! `hash` field, else `djb2`.
@@ -35,13 +40,20 @@ use std::sync::Arc;
 /// The Statsig client SDKs' key header.
 pub const STATSIG_KEY_HEADER: &str = "statsig-api-key";
 
-#[derive(Debug, Deserialize)]
+/// Query parameters; others (Statsig's `st`, `sv`, `t`, `sid`...) are ignored.
+#[derive(Debug, Default, Deserialize)]
 pub(crate) struct InitQuery {
     hash: Option<String>,
+    /// The key, as Statsig's newer JS client sends it (no CORS preflight).
+    k: Option<String>,
 }
 
-/// The key of a request: `Authorization: Bearer <key>`, else `statsig-api-key`.
-pub(crate) fn request_key(headers: &HeaderMap) -> Result<&str, ApiError> {
+/// The key of a request: `Authorization: Bearer <key>`, else the
+/// `statsig-api-key` header, else the `k` query parameter.
+pub(crate) fn request_key<'a>(
+    headers: &'a HeaderMap,
+    query_key: Option<&'a str>,
+) -> Result<&'a str, ApiError> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -52,6 +64,7 @@ pub(crate) fn request_key(headers: &HeaderMap) -> Result<&str, ApiError> {
                 .get(STATSIG_KEY_HEADER)
                 .and_then(|v| v.to_str().ok())
         })
+        .or(query_key)
         .map(str::trim)
         .filter(|k| !k.is_empty())
         .ok_or_else(ApiError::missing_key)?;
@@ -156,16 +169,53 @@ fn with_etag(mut resp: Response, tag: &str) -> Response {
     resp
 }
 
+/// Browsers call from other origins; the key travels in a header or the
+/// query, never in a cookie, so any origin may call.
+fn with_cors(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("etag, retry-after"),
+    );
+    resp
+}
+
+/// `OPTIONS /v1/initialize`: the CORS preflight.
+pub(crate) async fn preflight() -> Response {
+    let mut resp = with_cors(StatusCode::NO_CONTENT.into_response());
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(
+            "authorization, content-type, if-none-match, statsig-api-key, \
+             statsig-client-time, statsig-sdk-type, statsig-sdk-version",
+        ),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    resp
+}
+
 pub(crate) async fn initialize<S: RulesetSource>(
     State(svc): State<Arc<InitializeService<S>>>,
     query: Result<Query<InitQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match serve(&svc, query, &headers, body).await {
+    with_cors(match serve(&svc, query, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
-    }
+    })
 }
 
 async fn serve<S: RulesetSource>(
@@ -174,9 +224,11 @@ async fn serve<S: RulesetSource>(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let key = request_key(headers)?;
+    let query = query.map(|Query(q)| q);
+    let query_key = query.as_ref().ok().and_then(|q| q.k.as_deref());
+    let key = request_key(headers, query_key)?;
     let project = authorize(svc, key)?;
-    let Ok(Query(query)) = query else {
+    let Ok(query) = &query else {
         return Err(ApiError::bad_request(
             "bad_query",
             "expected ?hash=djb2|sha256|none",

@@ -85,7 +85,10 @@ impl<S: RulesetSource> InitializeService<S> {
 /// Both endpoints, ready to be merged into the node's HTTP router.
 pub fn router<S: RulesetSource>(svc: Arc<InitializeService<S>>) -> Router {
     Router::new()
-        .route(INITIALIZE_PATH, post(handler::initialize::<S>))
+        .route(
+            INITIALIZE_PATH,
+            post(handler::initialize::<S>).options(handler::preflight),
+        )
         .route(CLIENT_STREAM_PATH, get(live::upgrade::<S>))
         .with_state(svc)
 }

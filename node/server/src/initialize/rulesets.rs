@@ -72,6 +72,9 @@ impl RulesetSource for StoreRulesets {
 #[derive(Default)]
 pub struct RulesetCache {
     map: Mutex<HashMap<Arc<str>, Arc<ClientRuleset>>>,
+    /// One compilation at a time: requests arriving together on a new
+    /// version wait for it instead of each compiling it.
+    building: tokio::sync::Mutex<()>,
 }
 
 impl RulesetCache {
@@ -90,6 +93,12 @@ impl RulesetCache {
         let head = source.head(project)?;
         if let Some(c) = self.cached(project) {
             if c.version == head.version {
+                return Some(c);
+            }
+        }
+        let _building = self.building.lock().await;
+        if let Some(c) = self.cached(project) {
+            if c.version >= head.version {
                 return Some(c);
             }
         }

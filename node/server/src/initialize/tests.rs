@@ -273,6 +273,29 @@ async fn keys_bodies_and_hashes_are_checked() {
     )
     .await;
     assert_eq!((r.status, code(&r)), (400, "bad_hash".into()));
+    // The key in the query (Statsig's newer JS client), extra parameters ignored.
+    let path = format!("{INITIALIZE_PATH}?k={CLIENT_KEY}&st=javascript-client&sv=3.0.0");
+    let r = post(&n.addr, &path, &[], body.as_bytes()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["access-control-allow-origin"], "*");
+    let r = post(&n.addr, "/v1/initialize?k=nope", &[], body.as_bytes()).await;
+    assert_eq!((r.status, code(&r)), (401, "unknown_key".into()));
+    assert_eq!(r.headers["access-control-allow-origin"], "*");
+}
+
+#[tokio::test]
+async fn browsers_get_a_cors_preflight() {
+    let n = node(InitializeConfig::default()).await;
+    let head = format!(
+        "OPTIONS {INITIALIZE_PATH} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: https://app.example\r\n\
+         Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: statsig-api-key\r\n\r\n"
+    );
+    let r = request(&n.addr, &head, b"").await;
+    assert_eq!(r.status, 204);
+    assert_eq!(r.headers["access-control-allow-origin"], "*");
+    assert!(r.headers["access-control-allow-methods"].contains("POST"));
+    assert!(r.headers["access-control-allow-headers"].contains("statsig-api-key"));
+    assert!(r.headers["access-control-expose-headers"].contains("etag"));
 }
 
 #[tokio::test]
@@ -507,4 +530,35 @@ async fn the_client_stream_refuses_server_keys_bad_users_and_other_protocols() {
     .await;
     assert_eq!(next(&mut c).await["code"], 4003);
     assert_eq!(n.svc.live_connection_count(), 0);
+}
+
+mod props {
+    use super::super::handler::{etag_matches_value, parse_body};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any body is parsed or refused with a 400, never a panic.
+        #[test]
+        fn any_body_is_parsed_or_refused(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            if let Err(e) = parse_body(&bytes) {
+                prop_assert_eq!(e.status.as_u16(), 400);
+            }
+        }
+
+        #[test]
+        fn json_like_bodies_are_parsed_or_refused(s in r#"[{}\[\]":,a-zA-Z0-9 ]{0,80}"#) {
+            if let Err(e) = parse_body(s.as_bytes()) {
+                prop_assert_eq!(e.status.as_u16(), 400);
+            }
+        }
+
+        #[test]
+        fn etag_lists_match_their_members(tags in prop::collection::vec("\"[a-z0-9-]{1,12}\"", 1..5)) {
+            let list = tags.join(", ");
+            for t in &tags {
+                prop_assert!(etag_matches_value(&list, t));
+            }
+            prop_assert!(!etag_matches_value(&list, "\"not-there-at-all\""));
+        }
+    }
 }
