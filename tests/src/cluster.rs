@@ -79,6 +79,10 @@ pub struct ClusterOptions {
     pub snapshot_logs_since_last: u64,
     pub snapshot_logs_kept: u64,
     pub history_limit: u64,
+    /// The initial voters are nodes 1..=voters (None: all). Later nodes list
+    /// them plus themselves as peers, so they start empty and wait to be
+    /// added as learners.
+    pub voters: Option<u64>,
 }
 
 impl Default for ClusterOptions {
@@ -92,6 +96,7 @@ impl Default for ClusterOptions {
             snapshot_logs_since_last: 5000,
             snapshot_logs_kept: 1000,
             history_limit: 10_000,
+            voters: None,
         }
     }
 }
@@ -197,7 +202,9 @@ impl Cluster {
             o.snapshot_logs_since_last,
             o.snapshot_logs_kept,
         );
-        for peer in self.ids() {
+        let voters = self.options.voters.unwrap_or(self.options.nodes);
+        let peers = (1..=voters).chain((id > voters).then_some(id));
+        for peer in peers {
             let p = self.ports(peer);
             text.push_str(&format!(
                 "\n[[peers]]\nnode_id = {peer}\nraft_addr = \"127.0.0.1:{}\"\n\
