@@ -76,10 +76,12 @@ async fn drive(cluster: &ChaosCluster, opts: &RigOptions) -> Result<History, Rig
 
     let rec = Arc::new(Recorder::new(opts.seed, cluster.ids.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Subscribers record until the very end (through the convergence phase).
+    let (stop_subs_tx, stop_subs_rx) = watch::channel(false);
     let w = &opts.workload;
     let mut subscribers: Vec<Subscriber> = Vec::new();
     for k in 1..=w.subscribers {
-        let s = workload::subscriber(cluster, rec.clone(), k, opts.seed, stop_rx.clone())
+        let s = workload::subscriber(cluster, rec.clone(), k, opts.seed, stop_subs_rx.clone())
             .await
             .map_err(RigError)?;
         subscribers.push(s);
@@ -94,6 +96,11 @@ async fn drive(cluster: &ChaosCluster, opts: &RigOptions) -> Result<History, Rig
             stop_rx.clone(),
         )));
     }
+    tasks.push(tokio::spawn(workload::prober(
+        clients.clone(),
+        opts.seed,
+        stop_rx.clone(),
+    )));
     for k in 1..=w.readers {
         tasks.push(tokio::spawn(workload::reader(
             clients.clone(),
@@ -132,11 +139,13 @@ async fn drive(cluster: &ChaosCluster, opts: &RigOptions) -> Result<History, Rig
         Ok(f) => rec.set_final(f),
         Err(e) => rec.incident(format!("could not read the final state: {}", e.0)),
     }
-    for s in &subscribers {
+    stop_subs_tx.send_replace(true);
+    for s in &mut subscribers {
         s.client.shutdown().await;
-    }
-    for s in subscribers {
-        let _ = tokio::time::timeout(Duration::from_secs(5), s.task).await;
+        if let Some(t) = s.recorder.take() {
+            // Returns promptly: the recorder's loop ends on the stop signal.
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
     }
     Ok(rec.snapshot())
 }
@@ -169,27 +178,35 @@ async fn run_faults(
     Ok(())
 }
 
-async fn linearizable_head(cluster: &ChaosCluster) -> Result<(u64, String), String> {
-    let mut last = String::new();
-    for &id in &cluster.ids {
-        let Some(mut admin) = cluster.admin(id) else {
-            continue;
-        };
-        let mut req = tonic::Request::new(pb::GetRulesetRequest {
-            project: PROJECT.into(),
-            consistency: pb::ReadConsistency::Linearizable as i32,
-            ..Default::default()
+/// The head by a linearizable read, asking every node at once (the first answer wins:
+/// a node that still believes it leads must not hold the measurement up).
+async fn linearizable_head(cluster: &ChaosCluster) -> Option<(u64, String)> {
+    let asks = cluster
+        .ids
+        .iter()
+        .filter_map(|&id| cluster.admin(id))
+        .map(|mut admin| {
+            Box::pin(async move {
+                let mut req = tonic::Request::new(pb::GetRulesetRequest {
+                    project: PROJECT.into(),
+                    consistency: pb::ReadConsistency::Linearizable as i32,
+                    ..Default::default()
+                });
+                req.set_timeout(Duration::from_secs(2));
+                let r = tokio::time::timeout(Duration::from_secs(2), admin.get_ruleset(req)).await;
+                match r {
+                    Ok(Ok(r)) => {
+                        let r = r.into_inner();
+                        Ok((r.version, r.digest))
+                    }
+                    _ => Err(()),
+                }
+            })
         });
-        req.set_timeout(Duration::from_secs(2));
-        match admin.get_ruleset(req).await {
-            Ok(r) => {
-                let r = r.into_inner();
-                return Ok((r.version, r.digest));
-            }
-            Err(s) => last = format!("node {id}: {}", s.message()),
-        }
-    }
-    Err(last)
+    futures_util::future::select_ok(asks)
+        .await
+        .ok()
+        .map(|(head, _)| head)
 }
 
 async fn local_head(cluster: &ChaosCluster, id: u64) -> Option<(u64, String)> {
@@ -199,9 +216,16 @@ async fn local_head(cluster: &ChaosCluster, id: u64) -> Option<(u64, String)> {
         ..Default::default()
     });
     req.set_timeout(Duration::from_millis(500));
-    let r = admin.get_ruleset(req).await.ok()?.into_inner();
+    let r = tokio::time::timeout(Duration::from_millis(500), admin.get_ruleset(req))
+        .await
+        .ok()?
+        .ok()?
+        .into_inner();
     Some((r.version, r.digest))
 }
+
+/// Where each participant was seen, whenever it changed: (time, version, digest).
+type Samples = Vec<Vec<(u64, u64, String)>>;
 
 /// Measures convergence (from `started_ns`, when the faults stopped: the
 /// operations still in flight then count against the limit) and reads the
@@ -213,45 +237,43 @@ async fn settle(
     started_ns: u64,
 ) -> Result<FinalState, RigError> {
     let deadline_ns = started_ns + CONVERGENCE_LIMIT.as_nanos() as u64;
-    let mut participants: Vec<Participant> = cluster
+    let names: Vec<String> = cluster
         .ids
         .iter()
         .map(|id| format!("node {id}"))
         .chain(subscribers.iter().map(|s| format!("subscriber {}", s.name)))
-        .map(|name| Participant {
-            name,
-            version: 0,
-            digest: String::new(),
-            reached_ns: None,
-        })
         .collect();
+    let mut samples: Samples = vec![Vec::new(); names.len()];
     let mut head: Option<(u64, String)> = None;
-    // Polls until everyone holds the head, a little past the limit so a late arrival is
-    // measured rather than just missed.
+    // Sampled every 50 ms until everyone holds the head, or a little past the limit so a
+    // late arrival is measured rather than just missed.
     let give_up_ns = deadline_ns + 5_000_000_000;
     while rec.now_ns() < give_up_ns {
-        if head.is_none() {
-            head = linearizable_head(cluster).await.ok();
-        }
-        if let Some((hv, hd)) = &head {
-            let mut seen: Vec<Option<(u64, String)>> = Vec::new();
-            for &id in &cluster.ids {
-                seen.push(local_head(cluster, id).await);
-            }
-            for s in subscribers {
-                seen.push(Some((s.client.version(), s.client.digest().to_hex())));
-            }
-            let now = rec.now_ns();
-            for (p, s) in participants.iter_mut().zip(seen) {
-                if let Some((v, d)) = s {
-                    if p.reached_ns.is_none() && v == *hv && d == *hd {
-                        p.reached_ns = Some(now);
-                    }
-                    p.version = v;
-                    p.digest = d;
+        let seen_nodes =
+            futures_util::future::join_all(cluster.ids.iter().map(|&id| local_head(cluster, id)))
+                .await;
+        let now = rec.now_ns();
+        let seen = seen_nodes.into_iter().chain(
+            subscribers
+                .iter()
+                .map(|s| Some((s.client.version(), s.client.digest().to_hex()))),
+        );
+        for (log, s) in samples.iter_mut().zip(seen) {
+            if let Some((v, d)) = s {
+                if log.last().is_none_or(|(_, lv, ld)| *lv != v || *ld != d) {
+                    log.push((now, v, d));
                 }
             }
-            if participants.iter().all(|p| p.reached_ns.is_some()) {
+        }
+        if head.is_none() {
+            // After the sampling, so a slow read does not skew the sample times.
+            head = linearizable_head(cluster).await;
+        }
+        if let Some((hv, hd)) = &head {
+            let all_there = samples
+                .iter()
+                .all(|log| log.last().is_some_and(|(_, v, d)| v == hv && d == hd));
+            if all_there {
                 break;
             }
         }
@@ -259,6 +281,24 @@ async fn settle(
     }
     let (head_version, head_digest) =
         head.ok_or_else(|| RigError("no linearizable read of the head succeeded".into()))?;
+    let participants = names
+        .into_iter()
+        .zip(&samples)
+        .map(|(name, log)| {
+            let (version, digest) = log
+                .last()
+                .map_or((0, String::new()), |(_, v, d)| (*v, d.clone()));
+            Participant {
+                name,
+                version,
+                digest,
+                reached_ns: log
+                    .iter()
+                    .find(|(_, v, d)| *v == head_version && *d == head_digest)
+                    .map(|(t, _, _)| *t),
+            }
+        })
+        .collect();
     let (records, oldest_retained) = read_history(cluster, head_version).await?;
     Ok(FinalState {
         records,

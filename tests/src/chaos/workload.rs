@@ -55,6 +55,9 @@ impl Default for WorkloadOptions {
 const GATE_POOL: u64 = 16;
 /// At most this many attempts per operation (the deadline usually ends it first).
 const MAX_ATTEMPTS: u32 = 200;
+/// A probe commit is sent this often (the resolution of the unavailability figures).
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What writers and readers share: node clients and the highest version seen.
 #[derive(Clone)]
@@ -141,11 +144,24 @@ async fn commit_attempt(
     }
 }
 
-/// One logical commit: attempts until a definite answer or the deadline.
-async fn commit_op(c: &Clients, client: &str, rng: &mut StdRng, request_id: String) {
-    let expected_version = rng
-        .gen_bool(c.opts.expected_fraction)
-        .then(|| c.latest.load(Ordering::Relaxed));
+/// How one logical commit is sent.
+struct CommitPlan {
+    expected_version: Option<u64>,
+    /// Always this node (index into the node list); None: a random node per attempt.
+    node: Option<usize>,
+    max_attempts: u32,
+    attempt_timeout: Duration,
+}
+
+/// One logical commit: attempts until a definite answer, the attempt cap or the deadline.
+async fn commit_op(
+    c: &Clients,
+    client: &str,
+    rng: &mut StdRng,
+    request_id: String,
+    plan: CommitPlan,
+) {
+    let expected_version = plan.expected_version;
     let gate = format!("g{}", rng.gen_range(0..GATE_POOL));
     let req = pb::CommitRequest {
         project: PROJECT.into(),
@@ -165,13 +181,16 @@ async fn commit_op(c: &Clients, client: &str, rng: &mut StdRng, request_id: Stri
     let invoke_ns = c.rec.now_ns();
     let mut attempts = Vec::new();
     let mut result = None;
-    for _ in 0..MAX_ATTEMPTS {
+    for _ in 0..plan.max_attempts {
         if started.elapsed() >= c.opts.op_deadline {
             break;
         }
-        let (node, mut admin) = c.pick(rng);
+        let (node, mut admin) = match plan.node {
+            Some(i) => c.nodes[i % c.nodes.len()].clone(),
+            None => c.pick(rng),
+        };
         let a_invoke = c.rec.now_ns();
-        let outcome = commit_attempt(&mut admin, req.clone(), c.opts.attempt_timeout).await;
+        let outcome = commit_attempt(&mut admin, req.clone(), plan.attempt_timeout).await;
         let a_complete = c.rec.now_ns();
         let definite = match &outcome {
             AttemptOutcome::Ok {
@@ -216,6 +235,9 @@ async fn commit_op(c: &Clients, client: &str, rng: &mut StdRng, request_id: Stri
         });
         if let Some(r) = definite {
             result = Some((r, a_complete));
+            break;
+        }
+        if attempts.len() as u32 >= plan.max_attempts {
             break;
         }
         // Back off a little before the retry (pacing, not synchronisation).
@@ -323,9 +345,55 @@ pub async fn writer(c: Clients, k: usize, seed: u64, mut stop: watch::Receiver<b
     let mut n: u64 = 0;
     while !*stop.borrow() {
         n += 1;
-        commit_op(&c, &client, &mut rng, format!("{seed}-{client}-{n}")).await;
+        let plan = CommitPlan {
+            expected_version: rng
+                .gen_bool(c.opts.expected_fraction)
+                .then(|| c.latest.load(Ordering::Relaxed)),
+            node: None,
+            max_attempts: MAX_ATTEMPTS,
+            attempt_timeout: c.opts.attempt_timeout,
+        };
+        commit_op(&c, &client, &mut rng, format!("{seed}-{client}-{n}"), plan).await;
         think(&c, &mut rng, &mut stop).await;
     }
+}
+
+/// Probe commits: one single-attempt commit every `PROBE_INTERVAL`, to each
+/// node in turn, without waiting for the previous ones. Writers can all be
+/// stuck on a paused or cut-off node at once; the probes keep sending to
+/// every node, so the first acknowledgment after a fault measures the
+/// cluster, not where the writers happened to be waiting. Their commits are
+/// part of the history like any other.
+pub async fn prober(c: Clients, seed: u64, mut stop: watch::Receiver<bool>) {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5052_0000);
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut tick = tokio::time::interval(PROBE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
+    while !*stop.borrow() {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        // Reap finished probes so the set stays small.
+        while in_flight.try_join_next().is_some() {}
+        n += 1;
+        let node = (n % c.nodes.len() as u64) as usize;
+        let probe_seed = rng.gen();
+        let c = c.clone();
+        in_flight.spawn(async move {
+            let mut rng = StdRng::seed_from_u64(probe_seed);
+            let plan = CommitPlan {
+                expected_version: None,
+                node: Some(node),
+                max_attempts: 1,
+                attempt_timeout: PROBE_TIMEOUT,
+            };
+            commit_op(&c, "probe", &mut rng, format!("{seed}-probe-{n}"), plan).await;
+        });
+    }
+    // Each probe ends within its attempt timeout.
+    while in_flight.join_next().await.is_some() {}
 }
 
 pub async fn reader(c: Clients, k: usize, seed: u64, mut stop: watch::Receiver<bool>) {
@@ -341,7 +409,8 @@ pub async fn reader(c: Clients, k: usize, seed: u64, mut stop: watch::Receiver<b
 pub struct Subscriber {
     pub name: String,
     pub client: Client,
-    pub task: tokio::task::JoinHandle<()>,
+    /// The recorder's own thread (see [`subscriber`]); it ends on the stop signal.
+    pub recorder: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Starts subscriber `k` on the cluster's stream endpoints (in a seeded order).
@@ -371,8 +440,27 @@ pub async fn subscriber(
         .await
         .map_err(|e| format!("subscriber s{k}: {e}"))?;
     let name = format!("s{k}");
-    let task = tokio::spawn(record_updates(client.clone(), name.clone(), rec, stop));
-    Ok(Subscriber { name, client, task })
+    // The recorder reads the SDK's state right after each update to capture its
+    // digest; on a thread of its own it runs at once instead of queueing behind
+    // the rig's other tasks while the SDK applies the next delta.
+    let (c, n) = (client.clone(), name.clone());
+    let recorder = std::thread::Builder::new()
+        .name(format!("chaos-rec-{name}"))
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => rt.block_on(record_updates(c, n, rec, stop)),
+                Err(e) => rec.incident(format!("subscriber recorder runtime: {e}")),
+            }
+        })
+        .map_err(|e| format!("subscriber s{k} recorder thread: {e}"))?;
+    Ok(Subscriber {
+        name,
+        client,
+        recorder: Some(recorder),
+    })
 }
 
 async fn record_updates(
