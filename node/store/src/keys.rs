@@ -29,6 +29,14 @@ pub const ENTITY: u8 = b'x';
 pub const VERSION: u8 = b'v';
 pub const REQUEST: u8 = b'r';
 pub const REQUEST_BY_VERSION: u8 = b'q';
+pub const API_KEY: u8 = b'k';
+
+pub fn api_key(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + id.len());
+    k.push(API_KEY);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
 
 pub fn project(name: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + name.len());

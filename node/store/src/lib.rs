@@ -19,6 +19,7 @@
 //!                   v <inc> <version:u64 BE>         -> bincode VersionRecord
 //!                   r <inc> <request id>             -> bincode {version, digest, commit time}
 //!                   q <inc> <version:u64 BE>         -> request id
+//!                   k <key id>            -> bincode ApiKey {id, project, kind, sha256, ...}
 //! ```
 //!
 //! `<inc>` is the project's incarnation (u64 BE): 0 for `default`, log index + 1 of the
@@ -39,6 +40,10 @@
 //!   bodies, so a commit hashes only the entities it upserts.
 //! - Idempotency window: request ids of the last [`REQUEST_ID_WINDOW`] versions of a project.
 //!   It is a constant (not config) because it decides outcomes: every node must agree.
+//! - API keys (`CreateKey`, `RevokeKey`): the leader draws the id and the secret before
+//!   proposing; the log, the state and snapshots hold only the secret's SHA-256. Revoked keys
+//!   stay listed with their revocation time; `DeleteProject` revokes the project's keys. Each
+//!   change publishes `AppliedChange::KeysChanged`.
 //! - History: records of the last `StoreConfig::history_limit` versions (node-local, at least
 //!   1); older ones are removed as new versions are applied. The current ruleset is never
 //!   compacted. A snapshot carries the retained history; if records are compacted while a
@@ -78,6 +83,7 @@
 //! - `StoreConfig` has more fields (all with defaults); `StateMachineStore::flush()` and `dir()`.
 //! - `Commit` bodies serialize as JSON text inside the serde representation (works with bincode).
 
+mod canonical;
 mod codec;
 mod error;
 mod keys;

@@ -58,7 +58,9 @@ impl ChangeReceiver for StoreChanges {
                     project: project.clone(),
                 },
                 AppliedChange::SnapshotInstalled { .. } => SourceChange::Resync,
-                AppliedChange::ProjectCreated { .. } => SourceChange::Other,
+                AppliedChange::ProjectCreated { .. } | AppliedChange::KeysChanged => {
+                    SourceChange::Other
+                }
             }),
             Err(broadcast::error::RecvError::Lagged(n)) => Err(ChangeError::Lagged(n)),
             Err(broadcast::error::RecvError::Closed) => Err(ChangeError::Closed),

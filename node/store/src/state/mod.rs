@@ -1,9 +1,11 @@
 //! The state machine store: projects, versions, history, snapshots.
 
+mod api_keys;
 mod apply;
 mod load;
 pub(crate) mod model;
 mod snapshot;
+mod record;
 mod values;
 
 pub use apply::MAX_PROJECT_NAME_BYTES;
@@ -13,7 +15,7 @@ use crate::codec;
 use crate::error::StoreError;
 use crate::keys;
 use crate::types::{
-    AppliedChange, CommandOutcome, LogId, NodeAddr, NodeId, ProjectHead, RulesetSnapshot,
+    ApiKey, AppliedChange, CommandOutcome, LogId, NodeAddr, NodeId, ProjectHead, RulesetSnapshot,
     StorageError, StoreConfig, TypeConfig, VersionRecord,
 };
 use apply::{apply_command, ApplyCtx};
@@ -164,6 +166,28 @@ impl StateMachineStore {
     pub fn oldest_retained(&self, project: &str) -> Option<u64> {
         self.project(project).map(|p| p.meta.oldest_retained)
     }
+    }
+
+    /// One API key (revoked ones included).
+    pub fn api_key(&self, id: &str) -> Option<Arc<ApiKey>> {
+        self.shared.view.load().keys.get(id).cloned()
+    }
+
+    /// Every API key, by id (revoked ones included).
+    pub fn api_keys(&self) -> Vec<Arc<ApiKey>> {
+        self.shared.view.load().keys.values().cloned().collect()
+    }
+
+    /// What the commit with `request_id` returned, while the id is remembered (see
+    /// [`crate::REQUEST_ID_WINDOW`]): (version, digest, commit time).
+    pub fn remembered_request(
+        &self,
+        project: &str,
+        request_id: &str,
+    ) -> Option<(u64, flagraft_client::digest::RulesetDigest, u64)> {
+        let p = self.project(project)?;
+        let e = p.requests.get(request_id)?;
+        Some((e.version, e.digest, e.commit_time_ms))
 
     /// Every applied change, in apply order, published right after apply. Never blocks apply;
     /// a lagging receiver gets `Lagged` and must resync from history.
