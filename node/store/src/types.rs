@@ -50,7 +50,64 @@ pub type StorageError = openraft::StorageError<NodeId>;
 pub enum Command {
     Commit(CommitCommand),
     CreateProject { name: String, time_ms: u64 },
+    /// Also revokes every key of the project (at `time_ms`).
     DeleteProject { name: String, time_ms: u64 },
+    /// Records an API key. The leader generates the id and the secret before proposing; only the
+    /// secret's SHA-256 travels through the log.
+    CreateKey(CreateKeyCommand),
+    /// Marks a key revoked (kept for listing; it no longer authenticates).
+    RevokeKey { id: String, time_ms: u64 },
+}
+
+/// What an API key may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ApiKeyKind {
+    /// Reads a project's whole ruleset (update stream, polling).
+    Server,
+    /// Reads pre-evaluated values of a project (client initialize, client stream).
+    Client,
+    /// Calls the Admin API (cluster-wide: not limited to its project).
+    Admin,
+}
+
+impl ApiKeyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiKeyKind::Server => "server",
+            ApiKeyKind::Client => "client",
+            ApiKeyKind::Admin => "admin",
+        }
+    }
+}
+
+/// Longest key id and description accepted by apply, in bytes.
+pub const MAX_KEY_ID_BYTES: usize = 64;
+pub const MAX_KEY_DESCRIPTION_BYTES: usize = 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateKeyCommand {
+    /// Unique, chosen by the leader (random).
+    pub id: String,
+    /// The project a server or client key reads; empty for admin keys.
+    pub project: String,
+    pub kind: ApiKeyKind,
+    /// SHA-256 of the whole secret key string.
+    pub sha256: [u8; 32],
+    pub description: String,
+    /// Leader wall clock at proposal.
+    pub time_ms: u64,
+}
+
+/// A stored API key: metadata and the hash of its secret, never the secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub project: String,
+    pub kind: ApiKeyKind,
+    pub sha256: [u8; 32],
+    pub description: String,
+    pub created_ms: u64,
+    pub revoked_ms: Option<u64>,
 }
 
 /// A batch of upserts and deletes applied atomically as one version of a project.
@@ -104,6 +161,17 @@ pub enum CommandOutcome {
     },
     /// For membership and blank entries.
     MembershipChanged,
+    KeyCreated {
+        id: String,
+    },
+    /// Also the answer for a key that was already revoked (with its first revocation time).
+    KeyRevoked {
+        id: String,
+        revoked_ms: u64,
+    },
+    UnknownKey {
+        id: String,
+    },
 }
 
 /// Tunables of one node's store. None of them influences the outcome of an apply, so nodes may
@@ -213,4 +281,7 @@ pub enum AppliedChange {
     SnapshotInstalled {
         last_applied: Option<LogId>,
     },
+    /// Keys were created or revoked (a project delete revokes its keys): whoever holds
+    /// connections authenticated by a key must check it again.
+    KeysChanged,
 }

@@ -34,7 +34,9 @@ pub fn apply_command(
         Command::CreateProject { name, time_ms } => {
             create_project(view, name, time_ms, log_index, ctx)
         }
-        Command::DeleteProject { name, .. } => delete_project(view, name, ctx),
+        Command::DeleteProject { name, time_ms } => delete_project(view, name, time_ms, ctx),
+        Command::CreateKey(cmd) => super::api_keys::create_key(view, cmd, ctx),
+        Command::RevokeKey { id, time_ms } => super::api_keys::revoke_key(view, id, time_ms, ctx),
     }
 }
 
@@ -241,6 +243,7 @@ fn create_project(
 fn delete_project(
     view: &mut SmView,
     name: String,
+    time_ms: u64,
     ctx: &mut ApplyCtx<'_, '_>,
 ) -> Result<CommandOutcome, CodecError> {
     if name == DEFAULT_PROJECT {
@@ -263,6 +266,7 @@ fn delete_project(
         ctx.writer.remove(keys::request(inc, id));
     }
     ctx.writer.remove(keys::project(&name));
+    super::api_keys::revoke_project_keys(view, &name, time_ms, ctx)?;
     ctx.changes.push(AppliedChange::ProjectDeleted {
         project: name.clone(),
     });

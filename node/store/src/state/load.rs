@@ -58,6 +58,7 @@ pub fn load(tree: &sled::Tree, dir: &Path) -> Result<SmView, StoreError> {
         last_applied,
         membership,
         projects: imbl::OrdMap::new(),
+        keys: super::api_keys::load(tree)?,
     };
     for item in tree.scan_prefix([keys::PROJECT]) {
         let (key, raw) = item?;

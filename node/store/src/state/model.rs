@@ -1,6 +1,6 @@
 //! The in-memory state machine: persistent maps shared with readers and snapshot builders.
 
-use crate::types::{EntityMap, LogId, NodeAddr, NodeId, ProjectHead};
+use crate::types::{ApiKey, EntityMap, LogId, NodeAddr, NodeId, ProjectHead};
 use flagraft_client::digest::RulesetDigest;
 use flagraft_client::entity::EntityKey;
 use openraft::StoredMembership;
@@ -76,6 +76,8 @@ pub struct SmView {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership<NodeId, NodeAddr>,
     pub projects: imbl::OrdMap<String, Arc<ProjectState>>,
+    /// API keys by id, revoked ones included.
+    pub keys: imbl::OrdMap<String, Arc<ApiKey>>,
 }
 
 impl SmView {

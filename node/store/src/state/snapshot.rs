@@ -11,14 +11,15 @@ use super::model::{ProjectMeta, ProjectState, RequestEntry, SmView};
 use super::values::{self, SmWriter};
 use crate::codec::{self, CodecError};
 use crate::keys;
-use crate::types::{LogId, NodeAddr, NodeId, VersionRecord};
+use crate::types::{ApiKey, LogId, NodeAddr, NodeId, VersionRecord};
 use flagraft_client::digest::entity_key_hash;
 use flagraft_client::entity::EntityKey;
 use openraft::StoredMembership;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-const FORMAT: u32 = 1;
+/// 2: API keys added.
+const FORMAT: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 pub struct SnapshotPayload {
@@ -26,6 +27,7 @@ pub struct SnapshotPayload {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership<NodeId, NodeAddr>,
     pub projects: Vec<ProjectSnapshot>,
+    pub keys: Vec<ApiKey>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -79,6 +81,7 @@ pub fn build(view: &SmView, tree: &sled::Tree) -> Result<Vec<u8>, SnapshotError>
         last_applied: view.last_applied,
         membership: view.membership.clone(),
         projects,
+        keys: view.keys.values().map(|k| ApiKey::clone(k)).collect(),
     };
     Ok(codec::encode(&payload)?)
 }
@@ -133,7 +136,14 @@ pub fn prepare_install(
         last_applied: payload.last_applied,
         membership: payload.membership,
         projects: imbl::OrdMap::new(),
+        keys: imbl::OrdMap::new(),
     };
+    for key in payload.keys {
+        writer.insert(keys::api_key(&key.id), codec::encode(&key)?);
+        if view.keys.insert(key.id.clone(), Arc::new(key)).is_some() {
+            return Err(SnapshotError::Invalid("a key id twice".to_string()));
+        }
+    }
     for ps in payload.projects {
         let project = install_project(&ps, &mut writer)?;
         if view
