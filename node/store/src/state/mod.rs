@@ -5,7 +5,6 @@ mod apply;
 mod load;
 pub(crate) mod model;
 mod snapshot;
-mod record;
 mod values;
 
 pub use apply::MAX_PROJECT_NAME_BYTES;
@@ -162,12 +161,6 @@ impl StateMachineStore {
         Ok(out)
     }
 
-    /// Lowest version whose delta is still retained (`version + 1` when none is, e.g. at 0).
-    pub fn oldest_retained(&self, project: &str) -> Option<u64> {
-        self.project(project).map(|p| p.meta.oldest_retained)
-    }
-    }
-
     /// One API key (revoked ones included).
     pub fn api_key(&self, id: &str) -> Option<Arc<ApiKey>> {
         self.shared.view.load().keys.get(id).cloned()
@@ -188,6 +181,12 @@ impl StateMachineStore {
         let p = self.project(project)?;
         let e = p.requests.get(request_id)?;
         Some((e.version, e.digest, e.commit_time_ms))
+    }
+
+    /// Lowest version whose delta is still retained (`version + 1` when none is, e.g. at 0).
+    pub fn oldest_retained(&self, project: &str) -> Option<u64> {
+        self.project(project).map(|p| p.meta.oldest_retained)
+    }
 
     /// Every applied change, in apply order, published right after apply. Never blocks apply;
     /// a lagging receiver gets `Lagged` and must resync from history.
