@@ -90,6 +90,10 @@ async fn leader_kill_elects_new_leader_and_restarted_node_catches_up() {
             .unwrap_or_else(|s| panic!("commit a{i}: {s:?}"));
     }
     assert_eq!(last.version, 125);
+    eprintln!(
+        "120 commits with one node down done after {:?}",
+        killed_at.elapsed()
+    );
 
     cluster.spawn(old_leader);
     let caught_up = head(&cluster, old_leader, last.version);
@@ -110,6 +114,7 @@ async fn leader_kill_elects_new_leader_and_restarted_node_catches_up() {
     .await
     .expect("restarted node caught up in time")
     .unwrap();
+    eprintln!("restarted node caught up after {:?}", killed_at.elapsed());
     assert_eq!(caught_up.version, last.version);
     assert_eq!(caught_up.digest, last.digest);
     for &id in &survivors {

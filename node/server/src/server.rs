@@ -166,8 +166,7 @@ impl RunningNode {
 
     /// Graceful stop: refuse new admin/HTTP requests and let in-flight ones
     /// finish (bounded by SHUTDOWN_DRAIN), then stop the Raft port and Raft
-    /// itself, then drop the store (every acknowledged write was already
-    /// flushed before it was acknowledged).
+    /// itself, then flush the store.
     pub async fn stop(self) -> anyhow::Result<()> {
         let RunningNode {
             state,
@@ -197,6 +196,13 @@ impl RunningNode {
             .shutdown()
             .await
             .context("raft did not shut down cleanly")?;
+        // Acknowledged writes were flushed before they were acknowledged; this
+        // also makes the last applies durable so a restart re-applies nothing.
+        state
+            .sm
+            .flush()
+            .await
+            .map_err(|e| anyhow!("flushing the store: {e}"))?;
         tracing::info!("node stopped");
         Ok(())
     }
