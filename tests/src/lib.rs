@@ -44,10 +44,9 @@ pub fn gate_commit(project: &str, name: &str, request_id: &str) -> pb::CommitReq
             name: name.into(),
             json: gate_json(request_id),
         }],
-        deletes: vec![],
         author: "cluster-test".into(),
         message: format!("commit {request_id}"),
-        expected_version: None,
         request_id: Some(request_id.into()),
+        ..Default::default()
     }
 }

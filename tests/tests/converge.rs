@@ -18,8 +18,9 @@ fn read_at_least(
     pb::GetRulesetRequest {
         project: project.into(),
         min_version: Some(version),
-        dialect: pb::Dialect::V1 as i32,
         consistency: consistency as i32,
+        // dialect: unspecified is v1
+        ..Default::default()
     }
 }
 
@@ -142,9 +143,10 @@ async fn commit_converges_on_every_node() {
         .admin(follower)
         .list_history(pb::ListHistoryRequest {
             project: "default".into(),
-            from_version: 1,
             limit: 10,
             min_version: Some(1),
+            // from_version 0: from the oldest retained
+            ..Default::default()
         })
         .await
         .unwrap()

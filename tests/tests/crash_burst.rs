@@ -22,6 +22,15 @@ struct Ack {
 }
 
 async fn full_history(cluster: &Cluster, id: u64, min_version: u64) -> Vec<pb::VersionRecord> {
+    cluster
+        .admin(id)
+        .get_ruleset(pb::GetRulesetRequest {
+            project: "default".into(),
+            min_version: Some(min_version),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let mut records = Vec::new();
     let mut from = 1;
     for _ in 0..1000 {
@@ -31,7 +40,7 @@ async fn full_history(cluster: &Cluster, id: u64, min_version: u64) -> Vec<pb::V
                 project: "default".into(),
                 from_version: from,
                 limit: 200,
-                min_version: Some(min_version),
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -68,7 +68,7 @@ async fn add_learner_promote_and_remove_a_node() {
         .admin(leader)
         .change_membership(pb::ChangeMembershipRequest {
             voters: vec![1, 2, 3, 4],
-            retain: false,
+            ..Default::default()
         })
         .await
         .unwrap()
