@@ -12,6 +12,7 @@
 //! Every node gets its own config, data dir and log file in a temp dir; all
 //! processes are killed (by PID) when the [`Cluster`] is dropped.
 
+pub mod bench;
 pub mod chaos;
 mod cluster;
 mod wait;

@@ -1,0 +1,122 @@
+//! Bench clusters: the test harness's [`Cluster`] of release `flagraft-node`
+//! processes, plus what the benches need on top (stream keys in the configs,
+//! extra admin connections, a node's resident memory).
+
+use crate::{Cluster, ClusterOptions};
+use anyhow::{anyhow, Context};
+use flagraft_proto::admin::v1::admin_client::AdminClient;
+use std::path::PathBuf;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// Longest a bench waits for a cluster to come up or a node to be ready.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Points the harness at the release `flagraft-node` next to this bench binary
+/// unless `FLAGRAFT_NODE_BIN` is already set. Call before any thread starts.
+pub fn use_sibling_node_binary() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("FLAGRAFT_NODE_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let bin = exe
+        .parent()
+        .ok_or_else(|| anyhow!("{} has no parent dir", exe.display()))?
+        .join("flagraft-node");
+    if !bin.is_file() {
+        return Err(anyhow!(
+            "{} not found: build it (cargo build --release -p flagraft-node) or set FLAGRAFT_NODE_BIN",
+            bin.display()
+        ));
+    }
+    // Single-threaded here (called first thing in main), so setting the
+    // environment races with nothing.
+    std::env::set_var("FLAGRAFT_NODE_BIN", &bin);
+    Ok(bin)
+}
+
+/// A `[stream]` section granting `key` server access to project `default`.
+pub fn stream_section(key: &str) -> String {
+    format!(
+        "\n[stream]\n\n[stream.keys]\n\"{key}\" = {{ project = \"default\", kind = \"server\" }}\n"
+    )
+}
+
+/// Starts a three-node cluster with the harness's LAN timeouts (the node's
+/// defaults), optionally with a stream key, and waits until every node is
+/// ready and they agree on a leader.
+pub async fn start(stream_key: Option<&str>) -> anyhow::Result<Cluster> {
+    let c = Cluster::configure(ClusterOptions::default());
+    for id in c.ids() {
+        if let Some(key) = stream_key {
+            let path = c.config_path(id);
+            let mut text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            text.push_str(&stream_section(key));
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        c.spawn(id);
+    }
+    for id in c.ids() {
+        c.wait_ready(id, START_TIMEOUT)
+            .await
+            .map_err(|e| anyhow!("{e}; node log:\n{}", tail(&c.log(id), 10)))?;
+    }
+    c.wait_for_leader(&c.ids(), START_TIMEOUT)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(c)
+}
+
+/// The last `n` lines of a log.
+pub fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A new admin connection (its own HTTP/2 connection) to node `id`.
+pub fn admin_connection(c: &Cluster, id: u64) -> anyhow::Result<AdminClient<Channel>> {
+    let channel = Endpoint::from_shared(format!("http://127.0.0.1:{}", c.ports(id).admin))?
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .connect_lazy();
+    Ok(AdminClient::new(channel).max_decoding_message_size(64 << 20))
+}
+
+/// Resident set size of process `pid`, in bytes (`VmRSS` of /proc/<pid>/status).
+pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_vm_rss(&text).ok_or_else(|| anyhow!("no VmRSS line in {path}"))
+}
+
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_rss_is_read_in_bytes() {
+        let status = "Name:\tflagraft-node\nVmPeak:\t  9000 kB\nVmRSS:\t   1234 kB\nThreads:\t4\n";
+        assert_eq!(parse_vm_rss(status), Some(1234 * 1024));
+        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn own_rss_is_positive() {
+        assert!(rss_bytes(std::process::id()).is_ok_and(|b| b > 0));
+    }
+
+    #[test]
+    fn stream_section_parses_to_a_server_key_of_default() {
+        let v: toml::Table = toml::from_str(&stream_section("k1")).unwrap();
+        let grant = &v["stream"]["keys"]["k1"];
+        assert_eq!(grant["project"].as_str(), Some("default"));
+        assert_eq!(grant["kind"].as_str(), Some("server"));
+    }
+}

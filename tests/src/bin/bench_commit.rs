@@ -1,0 +1,260 @@
+//! `bench_commit`: commit latency (one committer) and throughput (many
+//! committers) on a fresh three-node release cluster with fsync on, first on
+//! an empty project, then on one already holding 10,000 entities.
+//!
+//! ```text
+//! bench_commit [--quick] [--tsv] [--only latency|throughput] [--entities 10000]
+//! ```
+
+use clap::Parser;
+use flagraft_cluster_tests::bench::commits::{self, Throughput};
+use flagraft_cluster_tests::bench::report::{Row, Target};
+use flagraft_cluster_tests::bench::stats::{ms, Samples};
+use flagraft_cluster_tests::bench::{self, cluster, CommonArgs};
+use flagraft_cluster_tests::progress;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bench_commit",
+    about = "flagraft commit latency and throughput"
+)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Run only this part (default: both).
+    #[arg(long, value_parser = ["latency", "throughput"])]
+    only: Option<String>,
+    /// Measured commits of the latency run (default 1000; quick 200).
+    #[arg(long)]
+    commits: Option<usize>,
+    /// Unmeasured commits first (default 100; quick 20).
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Concurrent committers of the throughput run.
+    #[arg(long, default_value_t = 64)]
+    committers: usize,
+    /// HTTP/2 connections the committers share.
+    #[arg(long, default_value_t = 8)]
+    conns: usize,
+    /// Measured seconds of the throughput run (default 10; quick 3).
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Entities loaded before the second round (0: skip it).
+    #[arg(long, default_value_t = 10_000)]
+    entities: usize,
+    /// Entities per loading commit.
+    #[arg(long, default_value_t = 500)]
+    load_batch: usize,
+    /// JSON size of each committed (and loaded) entity.
+    #[arg(long, default_value_t = 2048)]
+    entity_bytes: usize,
+}
+
+/// What one round (one project size) measured.
+struct Round {
+    latency: Option<Samples>,
+    throughput: Option<Throughput>,
+}
+
+fn main() {
+    let args = Args::parse();
+    let common = args.common.clone();
+    bench::main(&common, || run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<Vec<Row>> {
+    let quick = args.common.quick;
+    let count = args.commits.unwrap_or(if quick { 200 } else { 1000 });
+    let warmup = args.warmup.unwrap_or(if quick { 20 } else { 100 });
+    let seconds = args.seconds.unwrap_or(if quick { 3 } else { 10 });
+    let do_latency = args.only.as_deref() != Some("throughput");
+    let do_throughput = args.only.as_deref() != Some("latency");
+
+    let mut sizes = vec![0];
+    if args.entities > 0 {
+        sizes.push(args.entities);
+    }
+    let mut rows = Vec::new();
+    let mut rounds = Vec::new();
+    for &size in &sizes {
+        let label = if size == 0 {
+            "empty project".to_string()
+        } else {
+            format!("{size} entities")
+        };
+        progress!("round '{label}': starting a fresh 3-node cluster");
+        let c = cluster::start(None).await?;
+        let leader = c
+            .wait_for_leader(&c.ids(), cluster::START_TIMEOUT)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut admin = cluster::admin_connection(&c, leader)?;
+        if size > 0 {
+            progress!("loading {size} entities of ~{} B", args.entity_bytes);
+            let started = std::time::Instant::now();
+            commits::load_entities(&mut admin, size, args.load_batch, args.entity_bytes).await?;
+            let held = commits::entity_count(&mut admin).await?;
+            progress!(
+                "loaded in {:.1?}: project holds {held} entities",
+                started.elapsed()
+            );
+            rows.push(
+                Row::new(
+                    &format!("load ({label})"),
+                    "duration",
+                    started.elapsed().as_secs_f64(),
+                    "s",
+                )
+                .note(format!(
+                    "{} commits of {} entities",
+                    size.div_ceil(args.load_batch),
+                    args.load_batch
+                )),
+            );
+        }
+        let mut round = Round {
+            latency: None,
+            throughput: None,
+        };
+        if do_latency {
+            progress!("latency: {warmup} warm-up + {count} commits, one committer, to leader node {leader}");
+            let mut s =
+                commits::latency_run(&mut admin, "lat", warmup, count, args.entity_bytes).await?;
+            let bench = format!("commit latency ({label})");
+            let note = format!(
+                "n={count}, 1 committer -> leader, ~{} B entity",
+                args.entity_bytes
+            );
+            rows.push(
+                p_row(&bench, "p50", &mut s, 50.0)
+                    .target(Target::AtMost(2.0))
+                    .note(note),
+            );
+            rows.push(p_row(&bench, "p99", &mut s, 99.0));
+            rows.push(p_row(&bench, "max", &mut s, 100.0));
+            // The same through a follower, which forwards to the leader.
+            let follower = c
+                .ids()
+                .into_iter()
+                .find(|&id| id != leader)
+                .unwrap_or(leader);
+            let mut via = cluster::admin_connection(&c, follower)?;
+            let n = (count / 5).max(20);
+            let mut f =
+                commits::latency_run(&mut via, "fwd", warmup / 5, n, args.entity_bytes).await?;
+            rows.push(
+                p_row(
+                    &format!("commit latency via follower ({label})"),
+                    "p50",
+                    &mut f,
+                    50.0,
+                )
+                .note(format!("n={n}, forwarded one hop")),
+            );
+            round.latency = Some(s);
+        }
+        if do_throughput {
+            let conns = (0..args.conns.max(1))
+                .map(|_| cluster::admin_connection(&c, leader))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            progress!(
+                "throughput: warm-up 1 s, then {seconds} s with {} committers over {} connections",
+                args.committers,
+                conns.len()
+            );
+            commits::throughput_run(
+                &conns,
+                args.committers,
+                Duration::from_secs(1),
+                "warm",
+                args.entity_bytes,
+            )
+            .await?;
+            let mut t = commits::throughput_run(
+                &conns,
+                args.committers,
+                Duration::from_secs(seconds),
+                "tp",
+                args.entity_bytes,
+            )
+            .await?;
+            let bench = format!("commit throughput ({label})");
+            let mut note = format!(
+                "{} committers, {} commits in {:.1} s",
+                args.committers,
+                t.commits,
+                t.elapsed.as_secs_f64()
+            );
+            if t.errors > 0 {
+                note.push_str(&format!(
+                    "; {} ERRORS, first: {}",
+                    t.errors,
+                    t.first_error.as_deref().unwrap_or("?")
+                ));
+            }
+            rows.push(
+                Row::new(&bench, "commits/s", t.per_second(), "/s")
+                    .target(Target::AtLeast(5000.0))
+                    .note(note),
+            );
+            rows.push(p_row(&bench, "latency p50", &mut t.latencies, 50.0));
+            rows.push(p_row(&bench, "latency p99", &mut t.latencies, 99.0));
+            round.throughput = Some(t);
+        }
+        let metrics = c.http_get(leader, "/metrics").await.unwrap_or_default().1;
+        progress!("leader metrics: {}", summary(&metrics));
+        drop(c);
+        rounds.push((label, round));
+    }
+    if let [(_, small), (label, big)] = rounds.as_mut_slice() {
+        if let (Some(a), Some(b)) = (small.latency.as_mut(), big.latency.as_mut()) {
+            if let (Some(pa), Some(pb)) = (a.p50(), b.p50()) {
+                rows.push(
+                    Row::new(
+                        "ratio",
+                        &format!("latency p50 {label} / empty"),
+                        ratio(pb, pa),
+                        "x",
+                    )
+                    .note("~1 means a commit's cost does not grow with the ruleset"),
+                );
+            }
+        }
+        if let (Some(a), Some(b)) = (small.throughput.as_ref(), big.throughput.as_ref()) {
+            rows.push(
+                Row::new(
+                    "ratio",
+                    &format!("throughput {label} / empty"),
+                    b.per_second() / a.per_second().max(1e-9),
+                    "x",
+                )
+                .note("~1 means a commit's cost does not grow with the ruleset"),
+            );
+        }
+    }
+    Ok(rows)
+}
+
+fn p_row(bench: &str, metric: &str, s: &mut Samples, p: f64) -> Row {
+    Row::new(bench, metric, s.percentile(p).map_or(f64::NAN, ms), "ms")
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(1e-12)
+}
+
+/// A few interesting lines of the leader's /metrics, for the log.
+fn summary(metrics: &str) -> String {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.starts_with("flagraft_raft_last_log_index")
+                || l.starts_with("flagraft_raft_snapshot_index")
+                || l.starts_with("flagraft_project_version")
+                || l.starts_with("flagraft_project_entities")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -1,0 +1,312 @@
+//! `bench_subscribers`: many `flagraft.v1` WebSocket subscribers spread over a
+//! three-node release cluster. Measures the time from a commit's
+//! acknowledgement until the last subscriber has it, the idle memory per
+//! subscriber on a node, and how long the subscribers of a killed node take to
+//! be back and current.
+//!
+//! ```text
+//! bench_subscribers [--quick] [--tsv] [--subscribers 10000] [--commits 200]
+//! ```
+//! Needs about subscribers + 1000 file descriptors (`ulimit -n`).
+
+use anyhow::{anyhow, Context};
+use clap::Parser;
+use flagraft_cluster_tests::bench::commits::{
+    commit_once, gate_upsert, request_id, sized_gate_json,
+};
+use flagraft_cluster_tests::bench::report::{Row, Target};
+use flagraft_cluster_tests::bench::stats::{ms, Samples};
+use flagraft_cluster_tests::bench::subscribers::{Fleet, FleetHandle};
+use flagraft_cluster_tests::bench::{self, cluster, CommonArgs};
+use flagraft_cluster_tests::{progress, Cluster};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const KEY: &str = "srv-bench";
+/// Longest one commit may take to reach every subscriber before the run stops.
+const FANOUT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest the subscribers of a killed node may take to come back.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Lets a node's memory settle (buffers of the ramp-up released) before RSS is read.
+const SETTLE: Duration = Duration::from_secs(2);
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bench_subscribers",
+    about = "flagraft update stream with many subscribers"
+)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Subscribers over the three nodes (default 10000; quick 1000).
+    #[arg(long)]
+    subscribers: Option<usize>,
+    /// Measured commits, one at a time (default 200; quick 50).
+    #[arg(long)]
+    commits: Option<usize>,
+    /// JSON size of each committed entity.
+    #[arg(long, default_value_t = 2048)]
+    entity_bytes: usize,
+}
+
+fn main() {
+    let args = Args::parse();
+    let common = args.common.clone();
+    bench::main(&common, || run(args))
+}
+
+fn rss_all(c: &Cluster) -> anyhow::Result<BTreeMap<u64, u64>> {
+    c.ids()
+        .into_iter()
+        .map(|id| {
+            let pid = c
+                .pid(id)
+                .ok_or_else(|| anyhow!("node {id} is not running"))?;
+            Ok((id, cluster::rss_bytes(pid)?))
+        })
+        .collect()
+}
+
+/// Per node: (subscribers, RSS growth per subscriber in KiB).
+fn per_subscriber_kib(
+    before: &BTreeMap<u64, u64>,
+    after: &BTreeMap<u64, u64>,
+    counts: &BTreeMap<u64, usize>,
+) -> Vec<(u64, usize, f64)> {
+    before
+        .iter()
+        .filter_map(|(id, b)| {
+            let a = after.get(id)?;
+            let n = *counts.get(id)?;
+            (n > 0).then(|| (*id, n, (*a as f64 - *b as f64) / n as f64 / 1024.0))
+        })
+        .collect()
+}
+
+async fn wait_synced(h: &FleetHandle, version: u64, timeout: Duration) -> anyhow::Result<()> {
+    let f = &h.fleet;
+    let start = Instant::now();
+    let mut reported = Instant::now();
+    while f.connected() < f.total() || f.at_least(version) < f.total() {
+        if start.elapsed() > timeout {
+            return Err(anyhow!(
+                "after {timeout:?}: {} of {} subscribers synced, {} at version {version}",
+                f.connected(),
+                f.total(),
+                f.at_least(version)
+            ));
+        }
+        if reported.elapsed() > Duration::from_secs(5) {
+            progress!("{} of {} subscribers synced", f.connected(), f.total());
+            reported = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+async fn run(args: Args) -> anyhow::Result<Vec<Row>> {
+    let quick = args.common.quick;
+    let total = args
+        .subscribers
+        .unwrap_or(if quick { 1000 } else { 10_000 });
+    let commits = args.commits.unwrap_or(if quick { 50 } else { 200 });
+    progress!("subscribers: fresh 3-node cluster with a stream key, {total} subscribers");
+    let c = cluster::start(Some(KEY)).await?;
+    let ids = c.ids();
+    let leader = c
+        .wait_for_leader(&ids, cluster::START_TIMEOUT)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let mut admin = cluster::admin_connection(&c, leader)?;
+    let commit = |i: usize| {
+        let rid = request_id("sub");
+        gate_upsert(
+            &format!("sub-{}", i % 16),
+            sized_gate_json(&rid, args.entity_bytes),
+            rid,
+        )
+    };
+    let (first, _) = commit_once(&mut admin, commit(0))
+        .await
+        .context("first commit")?;
+    tokio::time::sleep(SETTLE).await;
+    let rss_before = rss_all(&c)?;
+
+    let endpoints = ids.iter().map(|&id| (id, c.ports(id).http)).collect();
+    let connect_started = Instant::now();
+    let mut fleet = Fleet::spawn(total, KEY, endpoints);
+    let run = measure(
+        &c,
+        &mut fleet,
+        &mut admin,
+        leader,
+        first.version,
+        commits,
+        total,
+        &rss_before,
+        connect_started,
+        &commit,
+    )
+    .await;
+    let f = fleet.fleet.clone();
+    fleet.stop().await;
+    let mut rows = run?;
+    rows.push(
+        Row::new(
+            "subscribers",
+            "protocol violations",
+            f.violations.load(Ordering::Relaxed) as f64,
+            "",
+        )
+        .target(Target::AtMost(0.0))
+        .note(format!(
+            "skipped/duplicated/backward versions; {} reconnects, {} snapshots in total",
+            f.reconnects.load(Ordering::Relaxed),
+            f.snapshots.load(Ordering::Relaxed)
+        )),
+    );
+    Ok(rows)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn measure(
+    c: &Cluster,
+    fleet: &mut FleetHandle,
+    admin: &mut flagraft_proto::admin::v1::admin_client::AdminClient<tonic::transport::Channel>,
+    leader: u64,
+    first_version: u64,
+    commits: usize,
+    total: usize,
+    rss_before: &BTreeMap<u64, u64>,
+    connect_started: Instant,
+    commit: &dyn Fn(usize) -> flagraft_proto::admin::v1::CommitRequest,
+) -> anyhow::Result<Vec<Row>> {
+    let bench = format!("{total} subscribers");
+    let mut rows = Vec::new();
+    let connect_timeout = Duration::from_secs(120) + Duration::from_millis(total as u64 * 20);
+    wait_synced(fleet, first_version, connect_timeout).await?;
+    let connect_time = connect_started.elapsed();
+    let counts = fleet.fleet.per_node();
+    progress!("all {total} synced in {connect_time:.1?}: per node {counts:?}");
+    rows.push(
+        Row::new(
+            &bench,
+            "connect + initial sync",
+            connect_time.as_secs_f64(),
+            "s",
+        )
+        .note(format!(
+            "per node {counts:?}; at most 256 handshakes in flight"
+        )),
+    );
+    tokio::time::sleep(SETTLE).await;
+    let rss_idle = rss_all(c)?;
+    let idle = per_subscriber_kib(rss_before, &rss_idle, &counts);
+    let mean = idle.iter().map(|x| x.2).sum::<f64>() / idle.len().max(1) as f64;
+    let detail: Vec<String> = idle
+        .iter()
+        .map(|(id, n, kib)| format!("node{id}: {n} subs {kib:.1} KiB"))
+        .collect();
+    rows.push(
+        Row::new(&bench, "idle memory per subscriber", mean, "KiB")
+            .target(Target::AtMost(16.0))
+            .note(format!(
+                "RSS growth / subscribers, mean of nodes; {}",
+                detail.join(", ")
+            )),
+    );
+
+    progress!("fan-out: {commits} commits, one at a time, through leader {leader}");
+    let mut fanout = Samples::with_capacity(commits);
+    let mut before_ack = 0usize;
+    for i in 0..commits {
+        let (resp, _) = commit_once(admin, commit(i + 1))
+            .await
+            .map_err(|s| anyhow!("commit {i}: {s}"))?;
+        let acked = Instant::now();
+        let all = fleet
+            .all_reached(resp.version, FANOUT_TIMEOUT)
+            .await
+            .ok_or_else(|| {
+                anyhow!(
+                    "version {} did not reach every subscriber within {FANOUT_TIMEOUT:?} ({} of {total})",
+                    resp.version,
+                    fleet.fleet.at_least(resp.version)
+                )
+            })?;
+        if all < acked {
+            before_ack += 1;
+        }
+        fanout.push(all.saturating_duration_since(acked));
+    }
+    let p = |s: &mut Samples, q: f64| s.percentile(q).map_or(f64::NAN, ms);
+    let what = "commit ack -> last subscriber has it";
+    let note = format!(
+        "n={commits}, ~2 KiB entity per commit; {before_ack} reached all before the ack (counted as 0)"
+    );
+    rows.push(Row::new(&bench, &format!("{what} p50"), p(&mut fanout, 50.0), "ms").note(note));
+    rows.push(
+        Row::new(&bench, &format!("{what} p99"), p(&mut fanout, 99.0), "ms")
+            .target(Target::AtMost(100.0)),
+    );
+    rows.push(Row::new(
+        &bench,
+        &format!("{what} max"),
+        p(&mut fanout, 100.0),
+        "ms",
+    ));
+
+    tokio::time::sleep(SETTLE).await;
+    let rss_after = rss_all(c)?;
+    let after = per_subscriber_kib(rss_before, &rss_after, &counts);
+    let mean_after = after.iter().map(|x| x.2).sum::<f64>() / after.len().max(1) as f64;
+    rows.push(
+        Row::new(
+            &bench,
+            "memory per subscriber after the commits",
+            mean_after,
+            "KiB",
+        )
+        .note("RSS growth since before connecting / subscribers"),
+    );
+
+    // Kill a follower that holds subscribers; they must reconnect elsewhere
+    // and resume. One commit right after the kill is what "current" means.
+    let counts = fleet.fleet.per_node();
+    let victim = c
+        .ids()
+        .into_iter()
+        .filter(|&id| id != leader)
+        .max_by_key(|id| counts.get(id).copied().unwrap_or(0))
+        .ok_or_else(|| anyhow!("no follower"))?;
+    let moved = counts.get(&victim).copied().unwrap_or(0);
+    progress!("killing follower node {victim} with {moved} subscribers");
+    let killed_at = Instant::now();
+    c.kill9(victim);
+    let (resp, _) = commit_once(admin, commit(commits + 1))
+        .await
+        .map_err(|s| anyhow!("commit after the kill: {s}"))?;
+    let reached = fleet
+        .all_reached(resp.version, RECOVERY_TIMEOUT)
+        .await
+        .ok_or_else(|| {
+            anyhow!(
+                "after killing node {victim}: {} of {total} subscribers reached version {} in {RECOVERY_TIMEOUT:?}",
+                fleet.fleet.at_least(resp.version),
+                resp.version
+            )
+        })?;
+    wait_synced(fleet, resp.version, RECOVERY_TIMEOUT).await?;
+    let back = killed_at.elapsed();
+    let current = reached.saturating_duration_since(killed_at);
+    progress!("all current after {current:.0?}, all reconnected and synced after {back:.0?}");
+    rows.push(
+        Row::new(&bench, "follower killed: all back and current", ms(back.max(current)), "ms").note(format!(
+            "{moved} subscribers of node {victim} moved; all at the post-kill version after {:.0} ms",
+            ms(current)
+        )),
+    );
+    Ok(rows)
+}
