@@ -83,6 +83,7 @@
 //! - `StoreConfig` has more fields (all with defaults); `StateMachineStore::flush()` and `dir()`.
 //! - `Commit` bodies serialize as JSON text inside the serde representation (works with bincode).
 
+mod canonical;
 mod codec;
 mod error;
 mod keys;

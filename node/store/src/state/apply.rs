@@ -2,12 +2,14 @@
 //! sled writes in the caller's batch. No clock, no randomness, no config that changes outcomes.
 
 use super::model::{ProjectMeta, ProjectState, RequestEntry, SmView, DEFAULT_PROJECT};
+use super::record;
 use super::values::SmWriter;
+use crate::canonical;
 use crate::codec::{self, CodecError};
 use crate::keys;
 use crate::types::{AppliedChange, Command, CommandOutcome, CommitCommand, VersionRecord};
 use crate::REQUEST_ID_WINDOW;
-use flagraft_client::digest::{entity_key_hash, RulesetDigest};
+use flagraft_client::digest::RulesetDigest;
 use flagraft_client::entity::EntityKey;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -82,15 +84,21 @@ fn apply_commit(
     let version = p.meta.version + 1;
     let commit_time_ms = p.meta.commit_time_ms.max(cmd.proposed_time_ms);
 
+    // Each body is serialised once: its canonical text is hashed, stored and put in the record.
+    let mut texts = Vec::with_capacity(cmd.upserts.len());
     for e in &cmd.upserts {
-        let hash = entity_key_hash(&e.key, &e.body);
+        let canonical = canonical::canonical_json(&e.body);
+        let hash = canonical::entity_hash_of_canonical(&e.key, &canonical);
         if let Some(old) = p.hashes.insert(e.key.clone(), hash) {
             p.meta.digest.remove(&old);
         }
         p.meta.digest.add(&hash);
         p.entities.insert(e.key.clone(), Arc::new(e.body.clone()));
-        ctx.writer
-            .put_value(&keys::entity(inc, &e.key), &entity_value(&hash, &e.body)?)?;
+        let mut stored = Vec::with_capacity(32 + canonical.len());
+        stored.extend_from_slice(&hash);
+        stored.extend_from_slice(&canonical);
+        ctx.writer.put_value(&keys::entity(inc, &e.key), &stored)?;
+        texts.push(canonical);
     }
     for key in &cmd.deletes {
         if let Some(old) = p.hashes.remove(key) {
@@ -110,8 +118,10 @@ fn apply_commit(
         deletes: cmd.deletes,
         digest: p.meta.digest,
     };
-    ctx.writer
-        .put_value(&keys::version(inc, version), &codec::encode(&record)?)?;
+    ctx.writer.put_value(
+        &keys::version(inc, version),
+        &record::encode(&record, &texts)?,
+    )?;
 
     remember_request(&mut p, &record, ctx)?;
     compact_history(&mut p, version, ctx.history_limit, ctx.writer)?;
@@ -168,10 +178,8 @@ fn remember_request(
         p.request_versions.insert(record.version, id.clone());
         ctx.writer
             .insert(keys::request(inc, id), codec::encode(&entry)?);
-        ctx.writer.insert(
-            &keys::request_by_version(inc, record.version),
-            id.as_bytes(),
-        );
+        ctx.writer
+            .insert(keys::request_by_version(inc, record.version), id.as_bytes());
     }
     if let Some(expired) = record.version.checked_sub(REQUEST_ID_WINDOW) {
         if let Some(id) = p.request_versions.remove(&expired) {
@@ -179,7 +187,7 @@ fn remember_request(
                 p.requests.remove(&id);
                 ctx.writer.remove(keys::request(inc, &id));
             }
-            ctx.writer.remove(&keys::request_by_version(inc, expired));
+            ctx.writer.remove(keys::request_by_version(inc, expired));
         }
     }
     Ok(())
@@ -262,7 +270,7 @@ fn delete_project(
         ctx.writer.remove_value(&keys::version(inc, v))?;
     }
     for (v, id) in p.request_versions.iter() {
-        ctx.writer.remove(&keys::request_by_version(inc, *v));
+        ctx.writer.remove(keys::request_by_version(inc, *v));
         ctx.writer.remove(keys::request(inc, id));
     }
     ctx.writer.remove(keys::project(&name));

@@ -2,8 +2,10 @@
 
 mod api_keys;
 mod apply;
+mod dropper;
 mod load;
 pub(crate) mod model;
+mod record;
 mod snapshot;
 mod values;
 
@@ -19,6 +21,7 @@ use crate::types::{
 };
 use apply::{apply_command, ApplyCtx};
 use arc_swap::ArcSwap;
+use dropper::Dropper;
 use model::{ProjectState, SmView};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -49,6 +52,7 @@ struct Shared {
     /// rebuilds one from the (durable) state machine when logs were purged.
     current_snapshot: Mutex<Option<StoredSnapshot>>,
     snapshot_seq: AtomicU64,
+    dropper: Dropper,
 }
 
 struct StoredSnapshot {
@@ -69,7 +73,9 @@ impl StateMachineStore {
     ) -> Result<Self, StoreError> {
         let tree = db.open_tree(keys::SM_TREE)?;
         let view = load::load_or_init(&db, &tree, dir).await?;
-        let (changes, _) = broadcast::channel(config.broadcast_capacity.max(1));
+        let capacity = config.broadcast_capacity.max(1);
+        let (changes, _) = broadcast::channel(capacity);
+        let dropper = Dropper::start(capacity.saturating_add(16));
         let (applied, _) = watch::channel(view.last_applied.map_or(0, |l| l.index));
         Ok(StateMachineStore {
             shared: Arc::new(Shared {
@@ -82,6 +88,7 @@ impl StateMachineStore {
                 applied,
                 current_snapshot: Mutex::new(None),
                 snapshot_seq: AtomicU64::new(0),
+                dropper,
             }),
         })
     }
@@ -216,11 +223,14 @@ impl StateMachineStore {
 
     fn publish(&self, view: SmView, changes: Vec<AppliedChange>) {
         let index = view.last_applied.map_or(0, |l| l.index);
-        self.shared.view.store(Arc::new(view));
+        let old = self.shared.view.swap(Arc::new(view));
+        self.shared.dropper.view(old);
         self.shared.applied.send_replace(index);
         for change in changes {
+            let change = Arc::new(change);
+            self.shared.dropper.change(change.clone());
             // An error only means nobody is subscribed.
-            let _ = self.shared.changes.send(Arc::new(change));
+            let _ = self.shared.changes.send(change);
         }
     }
 

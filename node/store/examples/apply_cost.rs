@@ -1,3 +1,11 @@
+//! Apply cost of one-entity commits on a project of a given size (a measuring aid, not a test).
+//!
+//! `cargo run --release -p flagraft-store --example apply_cost -- <entities> <entities per fill commit>`
+//! Env: `ROUNDS` (default 5), `PER_ROUND` (default 5000). Prints wall and process CPU time per
+//! commit and the number of sled blob files (should stay 0: see `state::values`).
+//! For machine-independent figures run it under `valgrind --tool=callgrind` and compare the
+//! inclusive instruction count of `RaftStateMachine::apply` between sizes.
+
 use flagraft_client::entity::{Entity, EntityKey, EntityKind};
 use flagraft_store::{open, Command, CommitCommand, Identity, StoreConfig, TypeConfig};
 use openraft::storage::RaftStateMachine;
@@ -25,6 +33,12 @@ fn gate(i: u64, rev: u64) -> Entity {
         key: EntityKey::new(EntityKind::Gate, format!("gate-{i}")),
         body: body(rev),
     }
+}
+fn cpu() -> std::time::Duration {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    std::time::Duration::from_millis(ticks * 10)
 }
 fn blobs(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir.join("sled/blobs"))
@@ -68,18 +82,33 @@ async fn main() {
         "filled {size} ({per_commit}/commit), blobs {}",
         blobs(dir.path())
     );
-    for round in 0..5 {
-        let es: Vec<_> = (0..2000u64)
+    let rounds: u32 = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let per_round: u64 = std::env::var("PER_ROUND")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5000);
+    for round in 0..rounds {
+        let es: Vec<_> = (0..per_round)
             .map(|r| entry(commit(vec![gate((r * 7919) % size, r + 1)])))
             .collect();
         let t = Instant::now();
-        for e in es {
-            sm.apply([e]).await.unwrap();
-        }
+        let c = cpu();
+        timed_round(&mut sm, es).await;
+        let wall = t.elapsed() / per_round as u32;
         println!(
-            "round {round}: {:?}/commit, blobs {}",
-            t.elapsed() / 2000,
+            "round {round}: wall {wall:?}/commit, process cpu {:?}/commit, blobs {}",
+            (cpu() - c) / per_round as u32,
             blobs(dir.path())
         );
+    }
+}
+
+#[inline(never)]
+async fn timed_round(sm: &mut flagraft_store::StateMachineStore, es: Vec<Entry<TypeConfig>>) {
+    for e in es {
+        sm.apply([e]).await.unwrap();
     }
 }
