@@ -20,7 +20,13 @@
 //!                   r <inc> <request id>             -> bincode {version, digest, commit time}
 //!                   q <inc> <version:u64 BE>         -> request id
 //!                   k <key id>            -> bincode ApiKey {id, project, kind, sha256, ...}
+//!                   c <key> <i:u32 BE>    -> chunk i of a large x or v value
 //! ```
+//!
+//! x and v values are "heads": `0x00 ++ bytes` when at most 4 KiB, else `0x01 ++ count:u32`
+//! with the bytes in `c` chunks (see `state::values`). sled rewrites a whole leaf every 10
+//! updates and sends leaves over 128 KiB to blob files; bounded values keep every leaf small, so
+//! one huge record or ID list never makes later commits slow.
 //!
 //! `<inc>` is the project's incarnation (u64 BE): 0 for `default`, log index + 1 of the
 //! `CreateProject` entry otherwise, so a deleted and re-created project never sees old keys.
@@ -53,7 +59,11 @@
 //!
 //! O(changed entities · log n): the in-memory ruleset is a persistent map (`imbl::OrdMap`)
 //! shared with readers, so apply clones nothing big; sled receives only the changed entities,
-//! one record, the project head and at most a few compaction removals.
+//! one record, the project head and at most a few compaction removals. Each upserted body is
+//! serialised once (its canonical JSON is the hash input, the stored text and the record text),
+//! and the state an apply replaces is freed on a separate thread.
+//! Measured (callgrind, `examples/apply_cost.rs`, one ~2.4 KiB gate per commit): about 440k
+//! instructions per apply on a 100-entity project and 490k on a 10,000-entity one.
 //!
 //! # Crash safety
 //!
