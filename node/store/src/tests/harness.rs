@@ -78,9 +78,10 @@ impl Harness {
     }
 }
 
-/// The flusher task of a dropped store may still hold sled's lock for a moment.
+/// The flusher task of a dropped store may still hold sled's lock for a moment (longer on a
+/// loaded machine).
 async fn open_retrying(dir: &Path, config: StoreConfig) -> (LogStore, StateMachineStore) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         match open(dir, &identity(1), config.clone()).await {
             Ok(stores) => return stores,

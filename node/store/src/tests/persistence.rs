@@ -89,7 +89,7 @@ async fn a_dir_of_another_node_or_cluster_is_refused() {
         assert!(err.to_string().contains(&dir.path().display().to_string()));
     }
     // The rightful owner still opens it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         match open(dir.path(), &identity(1), StoreConfig::default()).await {
             Ok(_) => break,
@@ -103,7 +103,7 @@ async fn a_dir_of_another_node_or_cluster_is_refused() {
 
 /// Opens with `who`, retrying while the previous handle's lock is still held.
 async fn reopen_until_unlocked(dir: &std::path::Path, who: &Identity) -> StoreError {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         match open(dir, who, StoreConfig::default()).await {
             Ok(_) => panic!("opened a dir that belongs to someone else"),
@@ -168,7 +168,7 @@ async fn corrupt_sled_files_give_an_error_and_stay_on_disk() {
 
 async fn copy_dir_when_unlocked(src: &std::path::Path, dst: &std::path::Path) {
     // Copy once sled has released the db (its lock goes with the last handle).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         match sled::Config::new().path(src).open() {
             Ok(db) => {
