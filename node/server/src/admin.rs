@@ -1,16 +1,23 @@
 //! The `flagraft.admin.v1.Admin` gRPC service.
 //!
-//! Writes run on the leader: a follower forwards them (see `forward`). Reads
-//! run locally, after waiting for `min_version` when given; linearizable reads
-//! confirm leadership with a quorum first (`Raft::ensure_linearizable`).
+//! Every call is authenticated first (`auth::AdminInterceptor`). Writes run on
+//! the leader: a follower forwards them with the caller's credentials (see
+//! `forward`). Reads run locally, after waiting for `min_version` when given;
+//! linearizable reads confirm leadership with a quorum first
+//! (`Raft::ensure_linearizable`).
+//!
+//! Submodules: `write` (commit and rollback: validation, pinning, retries),
+//! `read` (rulesets, entities, history, diff), `keys` (projects and API
+//! keys), `members` (cluster status collected from every member).
 
-use crate::dcs;
+mod keys;
+mod members;
+mod read;
+mod write;
+
 use crate::forward::is_forwarded;
-use crate::limits::{MAX_HISTORY_PAGE, MAX_LEADER_WAIT, MAX_READ_WAIT};
-use crate::reads::head_at_least;
+use crate::limits::MAX_LEADER_WAIT;
 use crate::state::{role_name, Shared};
-use crate::validate::{self, project_name};
-use flagraft_client::dcs::Dialect;
 use flagraft_proto::admin::v1 as pb;
 use flagraft_proto::admin::v1::admin_client::AdminClient;
 use flagraft_proto::admin::v1::admin_server::Admin;
@@ -19,8 +26,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::ClientWriteResponse;
 use openraft::ChangeMembers;
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -38,6 +44,23 @@ impl AdminService {
 enum Route {
     Local,
     Leader(AdminClient<Channel>),
+}
+
+/// Runs a leader-only call here, or relays it (with the caller's metadata)
+/// to the leader and returns its answer.
+macro_rules! on_leader {
+    ($self:ident, $request:ident, $method:ident, |$req:ident| $local:expr) => {{
+        let forwarded = is_forwarded(&$request);
+        let (meta, _, $req) = $request.into_parts();
+        match $self.route(forwarded).await? {
+            Route::Leader(mut leader) => {
+                leader
+                    .$method($self.node.forwarder.relay(&meta, $req))
+                    .await
+            }
+            Route::Local => $local.await.map(Response::new),
+        }
+    }};
 }
 
 impl AdminService {
@@ -64,41 +87,15 @@ impl AdminService {
         Ok(Route::Leader(self.node.forwarder.client(&leader.1.admin)?))
     }
 
-    async fn commit_here(
-        &self,
-        mut cmd: flagraft_store::CommitCommand,
-    ) -> Result<pb::CommitResponse, Status> {
-        cmd.proposed_time_ms = now_ms();
-        let started = Instant::now();
-        let resp = self
-            .node
+    /// Proposes one command on this node (the leader) and returns its outcome
+    /// once applied here.
+    async fn propose(&self, cmd: Command) -> Result<CommandOutcome, Status> {
+        self.node
             .raft
-            .client_write(Command::Commit(cmd))
+            .client_write(cmd)
             .await
-            .map_err(write_error)?;
-        let m = &self.node.metrics;
-        match resp.data {
-            CommandOutcome::Committed {
-                version,
-                digest,
-                commit_time_ms,
-                duplicate,
-                ..
-            } => {
-                m.commit_latency.observe(started.elapsed());
-                m.commits_ok.fetch_add(1, Ordering::Relaxed);
-                Ok(pb::CommitResponse {
-                    version,
-                    digest: digest.to_hex(),
-                    commit_time_ms,
-                    duplicate,
-                })
-            }
-            other => {
-                m.commits_refused.fetch_add(1, Ordering::Relaxed);
-                Err(outcome_error(other))
-            }
-        }
+            .map(|resp| resp.data)
+            .map_err(write_error)
     }
 
     fn membership_response(resp: ClientWriteResponse<TypeConfig>) -> pb::MembershipResponse {
@@ -112,153 +109,11 @@ impl AdminService {
             learners,
         }
     }
-}
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// A refused commit as a gRPC status (see the .proto for the codes).
-fn outcome_error(outcome: CommandOutcome) -> Status {
-    match outcome {
-        CommandOutcome::Conflict {
-            project,
-            current_version,
-        } => {
-            let mut meta = tonic::metadata::MetadataMap::new();
-            if let Ok(v) = current_version.to_string().parse() {
-                meta.insert("flagraft-current-version", v);
-            }
-            Status::with_metadata(
-                tonic::Code::FailedPrecondition,
-                format!(
-                    "project '{project}' is at version {current_version}, not the expected one"
-                ),
-                meta,
-            )
-        }
-        CommandOutcome::UnknownProject { project } => {
-            Status::not_found(format!("no project '{project}'"))
-        }
-        CommandOutcome::Rejected { reason } => Status::failed_precondition(reason),
-        other => Status::internal(format!("unexpected outcome {other:?}")),
-    }
-}
-
-fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeAddr>>) -> Status {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Status::unavailable(format!(
-            "leadership moved (leader: {:?}); retry",
-            f.leader_id
-        )),
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
-            Status::failed_precondition(c.to_string())
-        }
-        RaftError::Fatal(f) => Status::unavailable(format!("raft stopped: {f}")),
-    }
-}
-
-fn parse_dialect(d: i32) -> Result<Dialect, Status> {
-    match pb::Dialect::try_from(d) {
-        Ok(pb::Dialect::Unspecified | pb::Dialect::V1) => Ok(Dialect::V1),
-        Ok(pb::Dialect::V2) => Ok(Dialect::V2),
-        Err(_) => Err(Status::invalid_argument(format!("unknown dialect {d}"))),
-    }
-}
-
-#[tonic::async_trait]
-impl Admin for AdminService {
-    async fn commit(
-        &self,
-        request: Request<pb::CommitRequest>,
-    ) -> Result<Response<pb::CommitResponse>, Status> {
-        let was_forwarded = is_forwarded(&request);
-        let req = request.into_inner();
-        match self.route(was_forwarded).await? {
-            Route::Leader(mut leader) => {
-                self.node
-                    .metrics
-                    .commits_forwarded
-                    .fetch_add(1, Ordering::Relaxed);
-                leader.commit(self.node.forwarder.request(req)).await
-            }
-            Route::Local => {
-                let cmd =
-                    validate::commit_command(req).map_err(|e| Status::invalid_argument(e.0))?;
-                self.commit_here(cmd).await.map(Response::new)
-            }
-        }
-    }
-
-    async fn get_ruleset(
-        &self,
-        request: Request<pb::GetRulesetRequest>,
-    ) -> Result<Response<pb::GetRulesetResponse>, Status> {
-        let was_forwarded = is_forwarded(&request);
-        let req = request.into_inner();
-        project_name(&req.project).map_err(|e| Status::invalid_argument(e.0))?;
-        let dialect = parse_dialect(req.dialect)?;
-        if req.consistency == pb::ReadConsistency::Linearizable as i32 {
-            match self.route(was_forwarded).await? {
-                Route::Leader(mut leader) => {
-                    return leader.get_ruleset(self.node.forwarder.request(req)).await
-                }
-                Route::Local => {
-                    self.node
-                        .raft
-                        .ensure_linearizable()
-                        .await
-                        .map_err(|e| Status::unavailable(format!("linearizable read: {e}")))?;
-                }
-            }
-        }
-        head_at_least(&self.node, &req.project, req.min_version, MAX_READ_WAIT).await?;
-        let ruleset = self
-            .node
-            .sm
-            .ruleset(&req.project)
-            .ok_or_else(|| Status::not_found(format!("no project '{}'", req.project)))?;
-        let dcs_json =
-            dcs::ruleset_json(&ruleset, dialect).map_err(|e| Status::internal(e.to_string()))?;
-        let head = &ruleset.head;
-        Ok(Response::new(pb::GetRulesetResponse {
-            dcs_json,
-            version: head.version,
-            digest: head.digest.to_hex(),
-            commit_time_ms: head.commit_time_ms,
-            entity_count: head.entity_count as u64,
-        }))
-    }
-
-    async fn list_history(
-        &self,
-        request: Request<pb::ListHistoryRequest>,
-    ) -> Result<Response<pb::ListHistoryResponse>, Status> {
-        let req = request.into_inner();
-        project_name(&req.project).map_err(|e| Status::invalid_argument(e.0))?;
-        let head = head_at_least(&self.node, &req.project, req.min_version, MAX_READ_WAIT).await?;
-        let limit = (req.limit as usize).clamp(1, MAX_HISTORY_PAGE);
-        let records = self
-            .node
-            .sm
-            .history(&req.project, req.from_version, limit)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(pb::ListHistoryResponse {
-            records: records.iter().map(validate::record_to_pb).collect(),
-            oldest_retained: self.node.sm.oldest_retained(&req.project).unwrap_or(0),
-            current_version: head.version,
-        }))
-    }
-
-    async fn get_cluster_status(
-        &self,
-        _request: Request<pb::GetClusterStatusRequest>,
-    ) -> Result<Response<pb::ClusterStatus>, Status> {
+    fn local_status(&self) -> pb::ClusterStatus {
         let m = self.node.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
-        Ok(Response::new(pb::ClusterStatus {
+        pb::ClusterStatus {
             node_id: self.node.id,
             cluster: self.node.cluster.clone(),
             role: role_name(m.state).to_string(),
@@ -277,102 +132,311 @@ impl Admin for AdminService {
                     http_addr: n.http.clone(),
                 })
                 .collect(),
-        }))
+            members: Vec::new(),
+        }
+    }
+
+    async fn add_learner_local(
+        &self,
+        req: pb::AddLearnerRequest,
+    ) -> Result<pb::MembershipResponse, Status> {
+        let node = req
+            .node
+            .ok_or_else(|| Status::invalid_argument("node is required"))?;
+        let addr = NodeAddr {
+            raft: node.raft_addr,
+            admin: node.admin_addr,
+            http: node.http_addr,
+        };
+        let resp = self
+            .node
+            .raft
+            .add_learner(node.node_id, addr, req.blocking)
+            .await
+            .map_err(write_error)?;
+        Ok(Self::membership_response(resp))
+    }
+
+    async fn change_membership_local(
+        &self,
+        req: pb::ChangeMembershipRequest,
+    ) -> Result<pb::MembershipResponse, Status> {
+        let voters: BTreeSet<NodeId> = req.voters.iter().copied().collect();
+        let resp = self
+            .node
+            .raft
+            .change_membership(voters, req.retain)
+            .await
+            .map_err(write_error)?;
+        Ok(Self::membership_response(resp))
+    }
+
+    async fn remove_node_local(
+        &self,
+        req: pb::RemoveNodeRequest,
+    ) -> Result<pb::MembershipResponse, Status> {
+        let id = req.node_id;
+        let is_voter = {
+            let m = self.node.raft.metrics().borrow().clone();
+            let membership = m.membership_config.membership();
+            if membership.get_node(&id).is_none() {
+                return Err(Status::not_found(format!("node {id} is not a member")));
+            }
+            membership.voter_ids().any(|v| v == id)
+        };
+        let change = if is_voter {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        let resp = self
+            .node
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(write_error)?;
+        Ok(Self::membership_response(resp))
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A refused command as a gRPC status (see the .proto for the codes).
+/// `expected`: the version the commit expected, for the conflict message.
+fn outcome_error(outcome: CommandOutcome, expected: Option<u64>) -> Status {
+    match outcome {
+        CommandOutcome::Conflict {
+            project,
+            current_version,
+        } => conflict(&project, current_version, expected),
+        CommandOutcome::UnknownProject { project } => {
+            Status::not_found(format!("no project '{project}'"))
+        }
+        CommandOutcome::UnknownKey { id } => Status::not_found(format!("no key '{id}'")),
+        CommandOutcome::ProjectExists { project } => {
+            Status::already_exists(format!("project '{project}' already exists"))
+        }
+        CommandOutcome::Rejected { reason } => Status::failed_precondition(reason),
+        other => Status::internal(format!("unexpected outcome {other:?}")),
+    }
+}
+
+/// FAILED_PRECONDITION "conflict: ..." naming the current version, which is
+/// also in the metadata `flagraft-current-version`.
+fn conflict(project: &str, current: u64, expected: Option<u64>) -> Status {
+    let mut meta = tonic::metadata::MetadataMap::new();
+    if let Ok(v) = current.to_string().parse() {
+        meta.insert("flagraft-current-version", v);
+    }
+    let expected = expected.map_or(String::new(), |e| format!(", expected {e}"));
+    Status::with_metadata(
+        tonic::Code::FailedPrecondition,
+        format!("conflict: project '{project}' is at version {current}{expected}"),
+        meta,
+    )
+}
+
+fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeAddr>>) -> Status {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Status::unavailable(format!(
+            "leadership moved (leader: {:?}); retry",
+            f.leader_id
+        )),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            Status::failed_precondition(c.to_string())
+        }
+        RaftError::Fatal(f) => Status::unavailable(format!("raft stopped: {f}")),
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn commit(
+        &self,
+        request: Request<pb::CommitRequest>,
+    ) -> Result<Response<pb::CommitResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let (meta, _, req) = request.into_parts();
+        match self.route(forwarded).await? {
+            Route::Leader(mut leader) => {
+                self.node
+                    .metrics
+                    .commits_forwarded
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                leader.commit(self.node.forwarder.relay(&meta, req)).await
+            }
+            Route::Local => self.commit_local(req).await.map(Response::new),
+        }
+    }
+
+    async fn get_ruleset(
+        &self,
+        request: Request<pb::GetRulesetRequest>,
+    ) -> Result<Response<pb::GetRulesetResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let (meta, _, req) = request.into_parts();
+        if req.consistency == pb::ReadConsistency::Linearizable as i32 {
+            match self.route(forwarded).await? {
+                Route::Leader(mut leader) => {
+                    return leader
+                        .get_ruleset(self.node.forwarder.relay(&meta, req))
+                        .await
+                }
+                Route::Local => {
+                    self.node
+                        .raft
+                        .ensure_linearizable()
+                        .await
+                        .map_err(|e| Status::unavailable(format!("linearizable read: {e}")))?;
+                }
+            }
+        }
+        self.get_ruleset_here(req).await.map(Response::new)
+    }
+
+    async fn list_history(
+        &self,
+        request: Request<pb::ListHistoryRequest>,
+    ) -> Result<Response<pb::ListHistoryResponse>, Status> {
+        self.list_history_here(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_entity(
+        &self,
+        request: Request<pb::GetEntityRequest>,
+    ) -> Result<Response<pb::GetEntityResponse>, Status> {
+        self.get_entity_here(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn diff(
+        &self,
+        request: Request<pb::DiffRequest>,
+    ) -> Result<Response<pb::DiffResponse>, Status> {
+        self.diff_here(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::CommitResponse>, Status> {
+        on_leader!(self, request, rollback, |req| self.rollback_local(req))
+    }
+
+    async fn create_project(
+        &self,
+        request: Request<pb::CreateProjectRequest>,
+    ) -> Result<Response<pb::ProjectInfo>, Status> {
+        on_leader!(self, request, create_project, |req| self
+            .create_project_local(req))
+    }
+
+    async fn list_projects(
+        &self,
+        _request: Request<pb::ListProjectsRequest>,
+    ) -> Result<Response<pb::ListProjectsResponse>, Status> {
+        Ok(Response::new(self.list_projects_here()))
+    }
+
+    async fn delete_project(
+        &self,
+        request: Request<pb::DeleteProjectRequest>,
+    ) -> Result<Response<pb::DeleteProjectResponse>, Status> {
+        on_leader!(self, request, delete_project, |req| self
+            .delete_project_local(req))
+    }
+
+    async fn create_key(
+        &self,
+        request: Request<pb::CreateKeyRequest>,
+    ) -> Result<Response<pb::CreateKeyResponse>, Status> {
+        on_leader!(self, request, create_key, |req| self.create_key_local(req))
+    }
+
+    async fn list_keys(
+        &self,
+        request: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        self.list_keys_here(request.into_inner()).map(Response::new)
+    }
+
+    async fn revoke_key(
+        &self,
+        request: Request<pb::RevokeKeyRequest>,
+    ) -> Result<Response<pb::KeyInfo>, Status> {
+        on_leader!(self, request, revoke_key, |req| self.revoke_key_local(req))
+    }
+
+    async fn get_cluster_status(
+        &self,
+        _request: Request<pb::GetClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        Ok(Response::new(self.local_status()))
+    }
+
+    async fn get_cluster_members(
+        &self,
+        _request: Request<pb::GetClusterMembersRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        let mut status = self.local_status();
+        status.members = members::collect(&status).await;
+        Ok(Response::new(status))
     }
 
     async fn add_learner(
         &self,
         request: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let was_forwarded = is_forwarded(&request);
-        let req = request.into_inner();
-        let node = req
+        let node = request
+            .get_ref()
             .node
-            .clone()
+            .as_ref()
             .ok_or_else(|| Status::invalid_argument("node is required"))?;
         if node.raft_addr.is_empty() || node.admin_addr.is_empty() || node.http_addr.is_empty() {
             return Err(Status::invalid_argument(
                 "node needs raft, admin and http addresses",
             ));
         }
-        match self.route(was_forwarded).await? {
-            Route::Leader(mut leader) => leader.add_learner(self.node.forwarder.request(req)).await,
-            Route::Local => {
-                let addr = NodeAddr {
-                    raft: node.raft_addr,
-                    admin: node.admin_addr,
-                    http: node.http_addr,
-                };
-                let resp = self
-                    .node
-                    .raft
-                    .add_learner(node.node_id, addr, req.blocking)
-                    .await
-                    .map_err(write_error)?;
-                Ok(Response::new(Self::membership_response(resp)))
-            }
-        }
+        on_leader!(self, request, add_learner, |req| self
+            .add_learner_local(req))
     }
 
     async fn change_membership(
         &self,
         request: Request<pb::ChangeMembershipRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let was_forwarded = is_forwarded(&request);
-        let req = request.into_inner();
-        if req.voters.is_empty() {
+        if request.get_ref().voters.is_empty() {
             return Err(Status::invalid_argument("voters must not be empty"));
         }
-        match self.route(was_forwarded).await? {
-            Route::Leader(mut leader) => {
-                leader
-                    .change_membership(self.node.forwarder.request(req))
-                    .await
-            }
-            Route::Local => {
-                let voters: BTreeSet<NodeId> = req.voters.iter().copied().collect();
-                let resp = self
-                    .node
-                    .raft
-                    .change_membership(voters, req.retain)
-                    .await
-                    .map_err(write_error)?;
-                Ok(Response::new(Self::membership_response(resp)))
-            }
-        }
+        on_leader!(self, request, change_membership, |req| self
+            .change_membership_local(req))
     }
 
     async fn remove_node(
         &self,
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let was_forwarded = is_forwarded(&request);
-        let req = request.into_inner();
-        match self.route(was_forwarded).await? {
-            Route::Leader(mut leader) => leader.remove_node(self.node.forwarder.request(req)).await,
-            Route::Local => {
-                let id = req.node_id;
-                let is_voter = {
-                    let m = self.node.raft.metrics().borrow().clone();
-                    let membership = m.membership_config.membership();
-                    if membership.get_node(&id).is_none() {
-                        return Err(Status::not_found(format!("node {id} is not a member")));
-                    }
-                    membership.voter_ids().any(|v| v == id)
-                };
-                let change = if is_voter {
-                    ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-                } else {
-                    ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-                };
-                let resp = self
-                    .node
-                    .raft
-                    .change_membership(change, false)
-                    .await
-                    .map_err(write_error)?;
-                Ok(Response::new(Self::membership_response(resp)))
-            }
-        }
+        on_leader!(self, request, remove_node, |req| self
+            .remove_node_local(req))
+    }
+
+    async fn transfer_leader(
+        &self,
+        _request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        Err(Status::unimplemented(
+            "leader transfer is not available: openraft 0.9.25 has no transfer API \
+             (Raft::trigger offers elect, heartbeat, snapshot and purge_log only); \
+             to move leadership, remove the leader from the voters and add it back",
+        ))
     }
 }

@@ -15,6 +15,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
 pub const FORWARDED_HEADER: &str = "x-flagraft-forwarded";
+const AUTHORIZATION: &str = "authorization";
 
 #[derive(Clone)]
 pub struct Forwarder {
@@ -39,6 +40,16 @@ impl Forwarder {
             tonic::metadata::MetadataValue::from_static("1"),
         );
         req.set_timeout(self.timeout);
+        req
+    }
+
+    /// Like [`Forwarder::request`], carrying the caller's credentials along:
+    /// the leader authenticates the call again.
+    pub fn relay<T>(&self, from: &tonic::metadata::MetadataMap, message: T) -> Request<T> {
+        let mut req = self.request(message);
+        if let Some(auth) = from.get(AUTHORIZATION) {
+            req.metadata_mut().insert(AUTHORIZATION, auth.clone());
+        }
         req
     }
 

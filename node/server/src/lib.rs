@@ -6,11 +6,13 @@
 //! `/readyz`, `/metrics` and the client update stream (`/v1/stream`).
 
 pub mod admin;
+pub mod auth;
 pub mod bootstrap;
 pub mod codec;
 pub mod config;
 pub mod dcs;
 pub mod forward;
+pub mod history;
 pub mod http;
 pub mod initialize;
 pub mod limits;
@@ -18,6 +20,7 @@ pub mod metrics;
 pub mod raft_network;
 pub mod raft_service;
 pub mod reads;
+pub mod ruleset_check;
 pub mod server;
 pub mod state;
 pub mod stream;

@@ -4,7 +4,6 @@ use crate::limits::{
     MAX_CHANGES_PER_COMMIT, MAX_COMMIT_BYTES, MAX_ENTITY_JSON_BYTES, MAX_NAME_BYTES, MAX_TEXT_BYTES,
 };
 use flagraft_client::entity::{Entity, EntityKey, EntityKind};
-use flagraft_client::CompiledRuleset;
 use flagraft_proto::admin::v1 as pb;
 use flagraft_store::{CommitCommand, VersionRecord};
 use std::collections::HashSet;
@@ -114,7 +113,8 @@ pub fn commit_command(req: pb::CommitRequest) -> Result<CommitCommand, Invalid> 
         }
         deletes.push(key);
     }
-    check_specs(&upserts)?;
+    // Whether the bodies compile (with the rest of the ruleset) is checked by
+    // the leader before proposing: see `ruleset_check`.
     Ok(CommitCommand {
         project: req.project,
         upserts,
@@ -125,35 +125,6 @@ pub fn commit_command(req: pb::CommitRequest) -> Result<CommitCommand, Invalid> 
         request_id: req.request_id,
         proposed_time_ms: 0,
     })
-}
-
-/// Compiles the upserted entities on their own with the SDK's compiler and
-/// refuses the commit if any has an error (a spec that would not evaluate).
-/// Cost is O(changed entities): references to entities outside the commit are
-/// only warnings and are ignored here; cross-entity checks over the whole
-/// ruleset (dependency cycles) are not done at commit time.
-fn check_specs(upserts: &[Entity]) -> Result<(), Invalid> {
-    if upserts.is_empty() {
-        return Ok(());
-    }
-    let (_, problems) = CompiledRuleset::compile_lenient(upserts);
-    let errors: Vec<String> = problems
-        .iter()
-        .filter(|p| p.is_error())
-        .map(|p| p.to_string().replace('\n', " "))
-        .collect();
-    match errors.len() {
-        0 => Ok(()),
-        n => {
-            let shown = errors
-                .iter()
-                .take(5)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("; ");
-            Err(invalid(format!("invalid ruleset ({n} error(s)): {shown}")))
-        }
-    }
 }
 
 pub fn entity_to_pb(e: &Entity) -> pb::Entity {
@@ -232,7 +203,6 @@ mod tests {
             ),
             (request(vec![upsert("gate", "", "{}")]), "name must be"),
             (request(vec![upsert("gate", "g", "{nope")]), "not JSON"),
-            (request(vec![upsert("gate", "g", "[1]")]), "invalid ruleset"),
             (
                 request(vec![upsert("gate", "g", GATE), upsert("gate", "g", GATE)]),
                 "twice",

@@ -1,0 +1,345 @@
+//! API keys: their format, generation, and who they authenticate.
+//!
+//! A key is `fr<k>_<id>_<secret>`: `k` is `s` (server), `c` (client) or `a`
+//! (admin), `id` 16 hex digits, `secret` 43 base64url characters (32 random
+//! bytes). The leader draws both before proposing `CreateKey`; the replicated
+//! state keeps only the SHA-256 of the whole key string. A presented key is
+//! looked up by its id and accepted when the SHA-256 of what was presented
+//! equals the stored hash, compared in constant time (`subtle`).
+//!
+//! Admin API ([`AdminAuth`], a tonic interceptor on every Admin call): the
+//! metadata `authorization: Bearer <key>` must hold a live replicated admin
+//! key or a bootstrap admin key of this node (config `[admin]` `key_sha256` /
+//! `key_file`, or the environment variable `FLAGRAFT_ADMIN_KEY`, set the same
+//! on every node). Bootstrap keys cannot be revoked through the API: change
+//! the config (or the variable) and restart the nodes. Missing, malformed,
+//! unknown, revoked, server and client keys all get the same UNAUTHENTICATED
+//! reply.
+//!
+//! Update stream and client endpoints ([`ReplicatedKeys`]): live replicated
+//! server and client keys of a project, then the optional static keys of the
+//! `[stream.keys]` config table.
+
+use crate::stream::{KeyGrant, KeyKind, KeyResolver, StaticKeys};
+use base64::Engine;
+use flagraft_store::{ApiKey, ApiKeyKind, StateMachineStore};
+use rand::RngCore;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Status};
+
+/// The environment variable holding a bootstrap admin key (plain text).
+pub const ADMIN_KEY_ENV: &str = "FLAGRAFT_ADMIN_KEY";
+/// Longest key accepted anywhere (longer ones are refused before hashing).
+pub const MAX_KEY_BYTES: usize = 256;
+const ID_HEX_DIGITS: usize = 16;
+
+/// `[admin]` in the node config: where the bootstrap admin key comes from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// SHA-256 (64 hex digits) of a bootstrap admin key.
+    pub key_sha256: Option<String>,
+    /// A file holding a bootstrap admin key (surrounding whitespace ignored);
+    /// relative to the config file's directory.
+    pub key_file: Option<PathBuf>,
+}
+
+impl AdminConfig {
+    /// Every bootstrap key hash: from the config and from `env_key` (the
+    /// value of [`ADMIN_KEY_ENV`], if set). `base` resolves a relative key file.
+    pub fn bootstrap_hashes(
+        &self,
+        base: &Path,
+        env_key: Option<&str>,
+    ) -> Result<Vec<[u8; 32]>, String> {
+        let mut out = Vec::new();
+        if let Some(hex_hash) = &self.key_sha256 {
+            let bytes = hex::decode(hex_hash.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or("admin.key_sha256 must be 64 hex digits")?;
+            out.push(bytes);
+        }
+        if let Some(file) = &self.key_file {
+            let path = if file.is_relative() {
+                base.join(file)
+            } else {
+                file.clone()
+            };
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("admin.key_file {}: {e}", path.display()))?;
+            out.push(usable_key(text.trim()).map_err(|e| format!("admin.key_file: {e}"))?);
+        }
+        if let Some(key) = env_key {
+            out.push(usable_key(key.trim()).map_err(|e| format!("{ADMIN_KEY_ENV}: {e}"))?);
+        }
+        Ok(out)
+    }
+}
+
+fn usable_key(key: &str) -> Result<[u8; 32], String> {
+    if key.len() < 16 || key.len() > MAX_KEY_BYTES {
+        return Err(format!(
+            "an admin key must have 16 to {MAX_KEY_BYTES} characters"
+        ));
+    }
+    Ok(sha256(key))
+}
+
+pub fn sha256(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Constant-time equality of two hashes.
+pub fn same_hash(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.ct_eq(b).into()
+}
+
+fn kind_letter(kind: ApiKeyKind) -> char {
+    match kind {
+        ApiKeyKind::Server => 's',
+        ApiKeyKind::Client => 'c',
+        ApiKeyKind::Admin => 'a',
+    }
+}
+
+/// A freshly drawn key: the whole secret string, its id and its hash.
+pub struct NewKey {
+    pub id: String,
+    pub secret: String,
+    pub sha256: [u8; 32],
+}
+
+/// Draws a key of `kind` from the OS's random source.
+pub fn generate(kind: ApiKeyKind) -> NewKey {
+    let mut id = [0u8; ID_HEX_DIGITS / 2];
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut id);
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let id = hex::encode(id);
+    let secret = format!(
+        "fr{}_{id}_{}",
+        kind_letter(kind),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+    );
+    NewKey {
+        sha256: sha256(&secret),
+        id,
+        secret,
+    }
+}
+
+/// The kind and id a key string claims (None: not in our format).
+pub fn parse(key: &str) -> Option<(ApiKeyKind, &str)> {
+    let rest = key.strip_prefix("fr")?;
+    let kind = match rest.as_bytes().first()? {
+        b's' => ApiKeyKind::Server,
+        b'c' => ApiKeyKind::Client,
+        b'a' => ApiKeyKind::Admin,
+        _ => return None,
+    };
+    let rest = rest.get(1..)?.strip_prefix('_')?;
+    let id = rest.get(..ID_HEX_DIGITS)?;
+    if !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    rest.get(ID_HEX_DIGITS..)?.strip_prefix('_')?;
+    Some((kind, id))
+}
+
+/// The live replicated key `key` is, if any.
+fn live_key(sm: &StateMachineStore, key: &str) -> Option<Arc<ApiKey>> {
+    if key.len() > MAX_KEY_BYTES {
+        return None;
+    }
+    let (kind, id) = parse(key)?;
+    let stored = sm.api_key(id)?;
+    let matches = same_hash(&sha256(key), &stored.sha256);
+    (matches && stored.revoked_ms.is_none() && stored.kind == kind).then_some(stored)
+}
+
+/// Authenticates Admin API calls.
+pub struct AdminAuth {
+    bootstrap: Vec<[u8; 32]>,
+    sm: StateMachineStore,
+}
+
+/// The one reply to every authentication failure.
+pub fn unauthenticated() -> Status {
+    Status::unauthenticated(
+        "a valid admin key is required (metadata authorization: Bearer <admin key>)",
+    )
+}
+
+impl AdminAuth {
+    pub fn new(bootstrap: Vec<[u8; 32]>, sm: StateMachineStore) -> Self {
+        AdminAuth { bootstrap, sm }
+    }
+
+    pub fn has_bootstrap_key(&self) -> bool {
+        !self.bootstrap.is_empty()
+    }
+
+    /// Ok when `metadata` carries a valid admin key.
+    pub fn check(&self, metadata: &MetadataMap) -> Result<(), Status> {
+        let key = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_BYTES)
+            .ok_or_else(unauthenticated)?;
+        let hash = sha256(key);
+        // Every bootstrap hash is compared, so timing does not tell which matched.
+        let bootstrap = self
+            .bootstrap
+            .iter()
+            .fold(false, |ok, h| ok | same_hash(h, &hash));
+        if bootstrap {
+            return Ok(());
+        }
+        match live_key(&self.sm, key) {
+            Some(k) if k.kind == ApiKeyKind::Admin => Ok(()),
+            _ => Err(unauthenticated()),
+        }
+    }
+}
+
+/// The tonic interceptor in front of the Admin service.
+#[derive(Clone)]
+pub struct AdminInterceptor(pub Arc<AdminAuth>);
+
+impl tonic::service::Interceptor for AdminInterceptor {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        self.0.check(request.metadata())?;
+        Ok(request)
+    }
+}
+
+/// Server and client keys for the update stream and the client endpoints:
+/// replicated keys first, then the static `[stream.keys]` of the config.
+pub struct ReplicatedKeys {
+    sm: StateMachineStore,
+    fallback: StaticKeys,
+}
+
+impl ReplicatedKeys {
+    pub fn new(sm: StateMachineStore, fallback: StaticKeys) -> Self {
+        ReplicatedKeys { sm, fallback }
+    }
+}
+
+impl KeyResolver for ReplicatedKeys {
+    fn resolve(&self, key: &str) -> Option<KeyGrant> {
+        if let Some(k) = live_key(&self.sm, key) {
+            let kind = match k.kind {
+                ApiKeyKind::Server => KeyKind::Server,
+                ApiKeyKind::Client => KeyKind::Client,
+                ApiKeyKind::Admin => return None,
+            };
+            return Some(KeyGrant {
+                project: k.project.clone(),
+                kind,
+            });
+        }
+        self.fallback.resolve(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_parse_back_and_are_distinct() {
+        for kind in [ApiKeyKind::Server, ApiKeyKind::Client, ApiKeyKind::Admin] {
+            let a = generate(kind);
+            let b = generate(kind);
+            assert_ne!(a.secret, b.secret);
+            assert_ne!(a.id, b.id);
+            assert_eq!(parse(&a.secret), Some((kind, a.id.as_str())));
+            assert_eq!(a.sha256, sha256(&a.secret));
+            assert!(a.secret.len() <= MAX_KEY_BYTES);
+            assert!(a
+                .secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+        }
+    }
+
+    #[test]
+    fn foreign_strings_do_not_parse() {
+        for s in [
+            "",
+            "fr",
+            "frx_0123456789abcdef_s",
+            "frs_0123456789abcdeg_s",
+            "frs_0123456789abcdef",
+            "frs_0123456789abcdefs",
+            "frs-0123456789abcdef_s",
+            "srv-default-dev",
+            "frs_é123456789abcdef_s",
+        ] {
+            assert_eq!(parse(s), None, "{s}");
+        }
+        assert_eq!(
+            parse("frs_0123456789abcdef_"),
+            Some((ApiKeyKind::Server, "0123456789abcdef"))
+        );
+    }
+
+    #[test]
+    fn hashes_compare_in_constant_time_and_exactly() {
+        let a = sha256("one");
+        let mut b = a;
+        assert!(same_hash(&a, &b));
+        b[31] ^= 1;
+        assert!(!same_hash(&a, &b));
+    }
+
+    #[test]
+    fn bootstrap_keys_come_from_hash_file_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin.key"), "file-key-0123456789\n").unwrap();
+        let config = AdminConfig {
+            key_sha256: Some(hex::encode(sha256("hash-key-0123456789"))),
+            key_file: Some("admin.key".into()),
+        };
+        let hashes = config
+            .bootstrap_hashes(dir.path(), Some("env-key-0123456789"))
+            .unwrap();
+        assert_eq!(
+            hashes,
+            vec![
+                sha256("hash-key-0123456789"),
+                sha256("file-key-0123456789"),
+                sha256("env-key-0123456789"),
+            ]
+        );
+        assert!(AdminConfig::default()
+            .bootstrap_hashes(dir.path(), None)
+            .unwrap()
+            .is_empty());
+        let bad = AdminConfig {
+            key_sha256: Some("abc".into()),
+            key_file: None,
+        };
+        assert!(bad.bootstrap_hashes(dir.path(), None).is_err());
+        let missing = AdminConfig {
+            key_sha256: None,
+            key_file: Some("nope".into()),
+        };
+        assert!(missing
+            .bootstrap_hashes(dir.path(), None)
+            .unwrap_err()
+            .contains("nope"));
+        assert!(AdminConfig::default()
+            .bootstrap_hashes(dir.path(), Some("short"))
+            .is_err());
+    }
+}
