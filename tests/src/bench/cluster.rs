@@ -90,6 +90,36 @@ pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     parse_vm_rss(&text).ok_or_else(|| anyhow!("no VmRSS line in {path}"))
 }
 
+/// CPU time (user + system, all threads) process `pid` has used so far.
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let ticks = parse_cpu_ticks(&text).ok_or_else(|| anyhow!("cannot parse {path}"))?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|&h| h > 0).unwrap_or(100);
+    Ok(Duration::from_micros(ticks.saturating_mul(1_000_000) / hz))
+}
+
+/// utime + stime (fields 14 and 15) of a /proc/<pid>/stat line; the command
+/// name (field 2) may contain spaces, so fields are counted after its ')'.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Total CPU time of every running node of `c`.
+pub fn cluster_cpu_time(c: &Cluster) -> Duration {
+    c.ids()
+        .into_iter()
+        .filter_map(|id| c.pid(id))
+        .filter_map(|pid| cpu_time(pid).ok())
+        .sum()
+}
+
 fn parse_vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -105,6 +135,18 @@ mod tests {
         let status = "Name:\tflagraft-node\nVmPeak:\t  9000 kB\nVmRSS:\t   1234 kB\nThreads:\t4\n";
         assert_eq!(parse_vm_rss(status), Some(1234 * 1024));
         assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn cpu_ticks_are_read_after_the_command_name() {
+        let stat = "42 (flag raft) S 1 42 42 0 -1 4194560 100 0 0 0 250 30 0 0 20 0 4 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(280));
+        assert_eq!(parse_cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn own_cpu_time_is_readable() {
+        assert!(cpu_time(std::process::id()).is_ok());
     }
 
     #[test]

@@ -71,7 +71,8 @@ where
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async {
+    let load_before = load_average();
+    let mut rows = rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -80,5 +81,23 @@ where
             _ = term.recv() => Err(anyhow::anyhow!("interrupted (SIGTERM)")),
             _ = int.recv() => Err(anyhow::anyhow!("interrupted (SIGINT)")),
         }
-    })
+    })?;
+    if let (Some(before), Some(after)) = (load_before, load_average()) {
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let bench = rows
+            .first()
+            .map_or("machine".to_string(), |r| r.bench.clone());
+        rows.push(
+            Row::new(&bench, "machine load (1-min avg) at the end", after, "").note(format!(
+                "{before:.1} at the start; {cores} cores shared with every other process on the machine"
+            )),
+        );
+    }
+    Ok(rows)
+}
+
+/// The 1-minute load average (/proc/loadavg), to read the figures against.
+fn load_average() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next()?.parse().ok()
 }

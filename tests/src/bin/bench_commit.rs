@@ -171,6 +171,7 @@ async fn run(args: Args) -> anyhow::Result<Vec<Row>> {
                 args.entity_bytes,
             )
             .await?;
+            let cpu_before = cluster::cluster_cpu_time(&c);
             let mut t = commits::throughput_run(
                 &conns,
                 args.committers,
@@ -197,6 +198,20 @@ async fn run(args: Args) -> anyhow::Result<Vec<Row>> {
                 Row::new(&bench, "commits/s", t.per_second(), "/s")
                     .target(Target::AtLeast(5000.0))
                     .note(note),
+            );
+            let cpu = cluster::cluster_cpu_time(&c).saturating_sub(cpu_before);
+            rows.push(
+                Row::new(
+                    &bench,
+                    "node CPU per commit",
+                    cpu.as_secs_f64() * 1e6 / t.commits.max(1) as f64,
+                    "us",
+                )
+                .note(format!(
+                    "user+sys of all 3 nodes / commits ({:.0}% of one core); 2 cores => <= {:.0} commits/s",
+                    cpu.as_secs_f64() * 100.0 / t.elapsed.as_secs_f64().max(1e-9),
+                    2.0 * t.commits as f64 / cpu.as_secs_f64().max(1e-9)
+                )),
             );
             rows.push(p_row(&bench, "latency p50", &mut t.latencies, 50.0));
             rows.push(p_row(&bench, "latency p99", &mut t.latencies, 99.0));
