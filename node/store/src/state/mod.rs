@@ -215,6 +215,12 @@ impl StateMachineStore {
         &self.shared.dir
     }
 
+    /// Keys in the state machine tree (tests check that nothing leaks).
+    #[cfg(test)]
+    pub(crate) fn stored_key_count(&self) -> usize {
+        self.shared.tree.len()
+    }
+
     /// Makes everything applied so far durable.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.shared.db.flush_async().await?;

@@ -196,3 +196,59 @@ fn copy_recursively(src: &std::path::Path, dst: &std::path::Path) {
         }
     }
 }
+
+#[tokio::test]
+async fn large_entities_and_records_are_chunked_and_leave_nothing_behind() {
+    let mut h = Harness::with_config(StoreConfig {
+        history_limit: 2,
+        ..StoreConfig::default()
+    })
+    .await;
+    let baseline = h.sm.stored_key_count();
+    let big = |n: usize| json!({"ids": (0..n).map(|i| format!("user-{i:08}")).collect::<Vec<_>>()});
+    // A 60 KiB entity, then a commit whose record holds 40 entities (> 4 KiB).
+    h.run(Command::Commit(commit(
+        "default",
+        vec![gate("big", big(4000))],
+        vec![],
+    )))
+    .await;
+    let many = (0..40).map(|i| gate(&format!("g{i}"), big(10))).collect();
+    h.run(Command::Commit(commit("default", many, vec![])))
+        .await;
+    h.sm.flush().await.unwrap();
+    let ruleset = h.sm.ruleset("default").unwrap();
+    let history = h.sm.history("default", 0, 10).unwrap();
+    assert_eq!(history.len(), 2);
+
+    let mut h = h
+        .reopen(StoreConfig {
+            history_limit: 2,
+            ..StoreConfig::default()
+        })
+        .await;
+    assert_eq!(h.sm.ruleset("default").unwrap().entities, ruleset.entities);
+    assert_eq!(h.sm.history("default", 0, 10).unwrap(), history);
+    assert_eq!(full_digest(&h.sm, "default"), ruleset.head.digest);
+
+    // Shrink the big entity, delete the rest, and let both big records be compacted away.
+    let keys: Vec<_> = (0..40)
+        .map(|i| {
+            flagraft_client::entity::EntityKey::new(
+                flagraft_client::entity::EntityKind::Gate,
+                format!("g{i}"),
+            )
+        })
+        .collect();
+    h.run(Command::Commit(commit(
+        "default",
+        vec![gate("big", json!(1))],
+        keys,
+    )))
+    .await;
+    h.run(Command::Commit(commit("default", vec![], vec![])))
+        .await;
+    assert_eq!(h.sm.oldest_retained("default"), Some(3));
+    // Left: one entity, two small records; nothing of the chunked values.
+    assert_eq!(h.sm.stored_key_count(), baseline + 1 + 2);
+}
