@@ -194,6 +194,9 @@ fn finish(history: &History, report: &Report, out: &Path) -> anyhow::Result<Verd
     }
     print!("{}", report.render());
     println!("report: {}", out.display());
+    if let Some(why) = &history.rig_failure {
+        anyhow::bail!("the rig did not complete its run: {why}");
+    }
     Ok(report.verdict)
 }
 

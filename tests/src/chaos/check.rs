@@ -579,9 +579,13 @@ fn check_restarts(h: &History) -> CheckResult {
     res
 }
 
+/// A retry answered `duplicate` from the node's applied state is not a new
+/// acknowledgment: the node applied that request id, so it was committed.
+/// It is benign only if the operation was first sent before the cut (else the
+/// node could not have learned of it without talking to the majority).
 fn check_minority(h: &History) -> CheckResult {
     let mut f = Findings::new("f_minority_never_acknowledges");
-    let mut checked = 0usize;
+    let (mut checked, mut retries_answered, mut refusals) = (0usize, 0usize, 0usize);
     for w in &h.partitions {
         for op in &h.operations {
             for a in &op.attempts {
@@ -590,21 +594,41 @@ fn check_minority(h: &History) -> CheckResult {
                     continue;
                 }
                 checked += 1;
-                if let AttemptOutcome::Ok { version, .. } = &a.outcome {
-                    let what = match &op.op {
-                        OpKind::Commit { request_id, .. } => format!("commit {request_id}"),
-                        OpKind::Read => format!("linearizable read {}", op.id),
-                    };
-                    f.violation(format!(
-                        "node {} on the minority side of {} acknowledged {what} (version {version}) at {} ns, inside the partition {}..{} ns",
-                        a.node, w.scenario, a.complete_ns, w.cut_ns, w.healed_ns
-                    ));
+                let (version, duplicate) = match &a.outcome {
+                    AttemptOutcome::Ok {
+                        version, duplicate, ..
+                    } => (*version, *duplicate),
+                    AttemptOutcome::Conflict { .. } => {
+                        refusals += 1;
+                        continue;
+                    }
+                    _ => continue,
+                };
+                let what = match &op.op {
+                    OpKind::Commit { request_id, .. } => format!("commit {request_id}"),
+                    OpKind::Read => format!("linearizable read {}", op.id),
+                };
+                let is_commit = matches!(op.op, OpKind::Commit { .. });
+                if is_commit && duplicate && op.invoke_ns < w.cut_ns {
+                    retries_answered += 1;
+                    continue;
                 }
+                f.violation(format!(
+                    "node {} on the minority side of {} acknowledged {what} (version {version}{}) at {} ns, inside the partition {}..{} ns",
+                    a.node,
+                    w.scenario,
+                    if duplicate { ", as a duplicate of a commit first sent after the cut" } else { "" },
+                    a.complete_ns,
+                    w.cut_ns,
+                    w.healed_ns
+                ));
             }
         }
     }
     let mut res = f.finish(format!(
-        "{} partitions; {checked} requests sent to a minority node while it was cut off",
+        "{} partitions; {checked} requests sent to a minority node while it was cut off \
+         ({retries_answered} retries of commits sent before the cut answered as duplicates from its \
+         applied state; {refusals} expected-version conflicts answered, see b)",
         h.partitions.len()
     ));
     if checked == 0 && res.verdict == Verdict::Pass {

@@ -151,6 +151,7 @@ fn good() -> History {
         }],
         faults: vec![],
         incidents: vec![],
+        rig_failure: None,
         final_state: Some(FinalState {
             records: vec![record(1, "r1"), record(2, "r2"), record(3, "r3")],
             oldest_retained: 1,
@@ -333,6 +334,47 @@ fn a_minority_acknowledgment_is_reported() {
     // Everything else about that history is fine.
     assert_eq!(verdict_of(&r, "a_"), Verdict::Pass);
     assert_eq!(verdict_of(&r, "b_"), Verdict::Pass);
+}
+
+#[test]
+fn a_minority_node_answering_a_retry_from_its_applied_state_is_not_an_acknowledgment() {
+    let mut h = good();
+    // r3 was first sent before the cut (to node 1, timed out), then retried on
+    // node 3 while it was cut off, which answered from its applied state.
+    h.operations[2].invoke_ns = 290 * MS;
+    h.operations[2].complete_ns = Some(350 * MS);
+    h.operations[2].attempts = vec![
+        attempt(
+            1,
+            290 * MS,
+            310 * MS,
+            AttemptOutcome::Unknown {
+                reason: "deadline".into(),
+            },
+        ),
+        attempt(
+            3,
+            320 * MS,
+            350 * MS,
+            AttemptOutcome::Ok {
+                version: 3,
+                digest: digest(3),
+                duplicate: true,
+            },
+        ),
+    ];
+    h.operations[3] = read_ok(4, (360, 370), 3);
+    h.observations[3].t_ns = 351 * MS;
+    let r = run(&h);
+    assert_eq!(verdict_of(&r, "f_"), Verdict::Pass, "{}", r.render());
+    // The same answer for a commit first sent after the cut could not come from that node's own state.
+    h.operations[2].invoke_ns = 320 * MS;
+    h.operations[2].attempts.remove(0);
+    assert_reported(
+        &run(&h),
+        "f_",
+        "as a duplicate of a commit first sent after the cut",
+    );
 }
 
 #[test]

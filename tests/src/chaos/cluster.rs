@@ -3,12 +3,12 @@
 
 use super::netns::Netns;
 use super::procs::{NodeLaunch, ProcError, Supervisor};
+use crate::{admin_client, Admin};
 use flagraft_proto::admin::v1 as pb;
-use flagraft_proto::admin::v1::admin_client::AdminClient;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 /// Each node listens on its own address (its namespace's), on these ports.
 const RAFT_PORT: u16 = 7100;
@@ -25,7 +25,7 @@ pub struct ChaosCluster {
     sup: Supervisor,
     dir: PathBuf,
     binary: PathBuf,
-    admins: HashMap<u64, AdminClient<Channel>>,
+    admins: HashMap<u64, Admin>,
 }
 
 impl ChaosCluster {
@@ -50,7 +50,7 @@ impl ChaosCluster {
                     .keep_alive_while_idle(true);
             admins.insert(
                 id,
-                AdminClient::new(endpoint.connect_lazy()).max_decoding_message_size(16 << 20),
+                admin_client(endpoint.connect_lazy()).max_decoding_message_size(16 << 20),
             );
         }
         Ok(ChaosCluster {
@@ -101,7 +101,7 @@ impl ChaosCluster {
         self.sup.stop_all();
     }
 
-    pub fn admin(&self, id: u64) -> Option<AdminClient<Channel>> {
+    pub fn admin(&self, id: u64) -> Option<Admin> {
         self.admins.get(&id).cloned()
     }
 

@@ -30,6 +30,11 @@ pub struct History {
     /// cluster took longer than its bound to become healthy after a fault).
     #[serde(default)]
     pub incidents: Vec<String>,
+    /// Set when the rig itself could not do its job (a fault could not be
+    /// injected or undone): the history may still be checked, but the run
+    /// does not count as a pass.
+    #[serde(default)]
+    pub rig_failure: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

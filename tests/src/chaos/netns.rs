@@ -287,6 +287,74 @@ mod tests {
         false
     }
 
+    fn tcp_listener_in(ns: &std::path::Path, addr: Ipv4Addr) -> std::net::TcpListener {
+        let ns = std::fs::File::open(ns).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: setns on this short-lived thread only.
+                assert_eq!(
+                    unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                    0
+                );
+                std::net::TcpListener::bind((addr, 0)).unwrap()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    /// Whether a new TCP connection from inside `ns` to `to` succeeds.
+    fn tcp_connects(ns: &std::path::Path, to: SocketAddr) -> bool {
+        let ns = std::fs::File::open(ns).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: setns on this short-lived thread only.
+                assert_eq!(
+                    unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                    0
+                );
+                std::net::TcpStream::connect_timeout(&to, Duration::from_millis(300)).is_ok()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    #[test]
+    fn repeated_isolation_cuts_new_tcp_connections_every_time() {
+        let run_id = std::process::id() ^ 0x3c3c;
+        if let Err(e) = available(run_id) {
+            eprintln!("skipped: network namespaces are not available here ({e})");
+            return;
+        }
+        let net = Netns::create(&[1, 2, 3], run_id).unwrap();
+        let listeners: Vec<std::net::TcpListener> = (1..=3)
+            .map(|id| tcp_listener_in(&net.ns_path(id), net.node_ip(id)))
+            .collect();
+        let addr = |id: u64| listeners[(id - 1) as usize].local_addr().unwrap();
+        for round in 0..20u64 {
+            let lone = round % 3 + 1;
+            net.isolate(lone).unwrap();
+            for other in (1..=3).filter(|&o| o != lone) {
+                assert!(
+                    !tcp_connects(&net.ns_path(lone), addr(other)),
+                    "round {round}: {lone} -> {other}"
+                );
+                assert!(
+                    !tcp_connects(&net.ns_path(other), addr(lone)),
+                    "round {round}: {other} -> {lone}"
+                );
+            }
+            net.heal_all().unwrap();
+            for other in (1..=3).filter(|&o| o != lone) {
+                assert!(
+                    tcp_connects(&net.ns_path(lone), addr(other)),
+                    "round {round}: healed {lone} -> {other}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn cuts_are_per_direction_and_the_rig_always_reaches_every_node() {
         let run_id = std::process::id() ^ 0x5a5a;

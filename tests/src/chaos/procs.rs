@@ -202,6 +202,7 @@ fn spawn(launch: &NodeLaunch) -> Result<Child, ProcError> {
     cmd.arg("--config")
         .arg(&launch.config)
         .env("RUST_LOG", "info,openraft=warn")
+        .env(crate::ADMIN_KEY_ENV, crate::TEST_ADMIN_KEY)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);

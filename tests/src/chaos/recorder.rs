@@ -63,6 +63,11 @@ impl Recorder {
         self.history().incidents.push(what);
     }
 
+    pub fn rig_failure(&self, what: String) {
+        eprintln!("chaos: rig failure: {what}");
+        self.history().rig_failure.get_or_insert(what);
+    }
+
     pub fn set_final(&self, f: FinalState) {
         self.history().final_state = Some(f);
     }

@@ -133,11 +133,11 @@ async fn drive(cluster: &ChaosCluster, opts: &RigOptions) -> Result<History, Rig
         }
     }
     if let Err(e) = fault_result {
-        rec.incident(format!("fault injection stopped early: {}", e.0));
+        rec.rig_failure(format!("fault injection stopped early: {}", e.0));
     }
     match settle(cluster, &rec, &subscribers, faults_stopped_ns).await {
         Ok(f) => rec.set_final(f),
-        Err(e) => rec.incident(format!("could not read the final state: {}", e.0)),
+        Err(e) => rec.rig_failure(format!("could not read the final state: {}", e.0)),
     }
     stop_subs_tx.send_replace(true);
     for s in &mut subscribers {

@@ -11,16 +11,15 @@
 use super::cluster::{ChaosCluster, PROJECT, SDK_KEY};
 use super::history::*;
 use super::recorder::Recorder;
+use crate::Admin;
 use flagraft_client::sdk::Client;
 use flagraft_proto::admin::v1 as pb;
-use flagraft_proto::admin::v1::admin_client::AdminClient;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
-use tonic::transport::Channel;
 
 #[derive(Clone, Debug)]
 pub struct WorkloadOptions {
@@ -62,7 +61,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// What writers and readers share: node clients and the highest version seen.
 #[derive(Clone)]
 pub struct Clients {
-    nodes: Vec<(u64, AdminClient<Channel>)>,
+    nodes: Vec<(u64, Admin)>,
     latest: Arc<AtomicU64>,
     rec: Arc<Recorder>,
     opts: WorkloadOptions,
@@ -83,7 +82,7 @@ impl Clients {
         }
     }
 
-    fn pick(&self, rng: &mut StdRng) -> (u64, AdminClient<Channel>) {
+    fn pick(&self, rng: &mut StdRng) -> (u64, Admin) {
         let i = rng.gen_range(0..self.nodes.len());
         self.nodes[i].clone()
     }
@@ -122,7 +121,7 @@ fn status_outcome(s: &tonic::Status) -> AttemptOutcome {
 }
 
 async fn commit_attempt(
-    admin: &mut AdminClient<Channel>,
+    admin: &mut Admin,
     req: pb::CommitRequest,
     timeout: Duration,
 ) -> AttemptOutcome {
