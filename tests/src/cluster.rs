@@ -2,7 +2,7 @@
 
 use crate::wait::{wait_for, WaitError};
 use flagraft_proto::admin::v1 as pb;
-use flagraft_proto::admin::v1::admin_client::AdminClient;
+use crate::admin_key::{admin_client, Admin, ADMIN_KEY_ENV, TEST_ADMIN_KEY};
 use std::collections::HashMap;
 use std::fs::File;
 use std::net::TcpListener;
@@ -232,6 +232,7 @@ impl Cluster {
             .arg("--config")
             .arg(self.config_path(id))
             .env("RUST_LOG", "info,openraft=warn")
+            .env(ADMIN_KEY_ENV, TEST_ADMIN_KEY)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -281,8 +282,8 @@ impl Cluster {
         std::fs::read_to_string(self.log_path(id)).unwrap_or_default()
     }
 
-    /// An Admin client to node `id` (cached lazily-connected channel).
-    pub fn admin(&self, id: u64) -> AdminClient<Channel> {
+    /// The (cached, lazily-connected) channel to node `id`'s admin port.
+    pub fn admin_channel(&self, id: u64) -> Channel {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         let channel = channels
             .entry(id)
@@ -294,7 +295,12 @@ impl Cluster {
                     .connect_lazy()
             })
             .clone();
-        AdminClient::new(channel).max_decoding_message_size(64 << 20)
+        channel
+    }
+
+    /// An Admin client to node `id`, authenticated with the test admin key.
+    pub fn admin(&self, id: u64) -> Admin {
+        admin_client(self.admin_channel(id))
     }
 
     pub async fn status(&self, id: u64) -> Result<pb::ClusterStatus, String> {

@@ -12,11 +12,15 @@
 //! Every node gets its own config, data dir and log file in a temp dir; all
 //! processes are killed (by PID) when the [`Cluster`] is dropped.
 
+mod admin_key;
 pub mod bench;
 pub mod chaos;
 mod cluster;
 mod wait;
 
+pub use admin_key::{
+    admin_client, admin_client_with_key, Admin, BearerKey, ADMIN_KEY_ENV, TEST_ADMIN_KEY,
+};
 pub use cluster::{node_binary, run_node_once, Cluster, ClusterOptions, NodePorts};
 pub use wait::{wait_for, WaitError};
 

@@ -251,6 +251,44 @@ impl KeyResolver for ReplicatedKeys {
     }
 }
 
+/// Closes update-stream connections whose key was revoked as soon as the
+/// revocation is applied here (the hub re-resolves every connection's key).
+/// Client-side value streams re-check their key at their next heartbeat.
+pub async fn recheck_on_key_changes(
+    mut changes: tokio::sync::broadcast::Receiver<Arc<flagraft_store::AppliedChange>>,
+    hub: Arc<crate::stream::StreamHub<crate::stream::StoreSource>>,
+) {
+    use flagraft_store::AppliedChange;
+    use tokio::sync::broadcast::error::RecvError;
+    let mut stop = hub.shutdown_signal();
+    loop {
+        let change = tokio::select! {
+            c = changes.recv() => c,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match change {
+            Ok(c) => {
+                if matches!(
+                    *c,
+                    AppliedChange::KeysChanged | AppliedChange::SnapshotInstalled { .. }
+                ) {
+                    hub.recheck_keys();
+                }
+            }
+            // Missed changes may have revoked keys.
+            Err(RecvError::Lagged(_)) => hub.recheck_keys(),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// The bootstrap admin key hashes of a node: its `[admin]` config and the
+/// environment variable [`ADMIN_KEY_ENV`] (ignored when empty).
+pub fn node_bootstrap_hashes(config: &AdminConfig) -> Result<Vec<[u8; 32]>, String> {
+    let env = std::env::var(ADMIN_KEY_ENV).ok().filter(|v| !v.is_empty());
+    config.bootstrap_hashes(Path::new("."), env.as_deref())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,15 +3,16 @@
 //! Only the configured peer with the lowest node id ever calls
 //! `Raft::initialize`, and only when (a) its own log and vote are empty
 //! (openraft refuses otherwise with NotAllowed, which is fine), (b) a majority
-//! of the configured peers, itself included, answer on their admin port, and
+//! of the configured peers, itself included, answer on their Raft port, and
 //! (c) none of those reports an existing membership. The others wait to be
 //! contacted by the leader. So three nodes started at the same moment produce
 //! one cluster, and a restarted node never re-initialises.
 
 use crate::config::PeerConfig;
-use crate::forward::Forwarder;
+use crate::limits::CONNECT_TIMEOUT;
 use crate::state::Shared;
-use flagraft_proto::admin::v1::GetClusterStatusRequest;
+use flagraft_proto::raft::v1::raft_client::RaftClient;
+use flagraft_proto::raft::v1::ProbeRequest;
 use flagraft_store::{NodeAddr, NodeId};
 use openraft::error::{InitializeError, RaftError};
 use std::collections::BTreeMap;
@@ -45,17 +46,23 @@ enum Probe {
     AlreadyInitialised(NodeId),
 }
 
-async fn probe(node: &Shared, forwarder: &Forwarder, peers: &[PeerConfig]) -> Probe {
+/// A client of a peer's Raft port (probes are rare: a fresh lazy channel each).
+fn raft_client(addr: &str) -> Option<RaftClient<tonic::transport::Channel>> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).ok()?;
+    Some(RaftClient::new(
+        endpoint.connect_timeout(CONNECT_TIMEOUT).connect_lazy(),
+    ))
+}
+
+async fn probe(node: &Shared, peers: &[PeerConfig]) -> Probe {
     let mut reachable = 0;
     for p in peers.iter().filter(|p| p.node_id != node.id) {
-        let Ok(mut client) = forwarder.client(&p.admin_addr) else {
+        let Some(mut client) = raft_client(&p.raft_addr) else {
             continue;
         };
-        let mut req = tonic::Request::new(GetClusterStatusRequest {});
+        let mut req = tonic::Request::new(ProbeRequest {});
         req.set_timeout(PROBE_TIMEOUT);
-        if let Ok(Ok(status)) =
-            tokio::time::timeout(PROBE_TIMEOUT, client.get_cluster_status(req)).await
-        {
+        if let Ok(Ok(status)) = tokio::time::timeout(PROBE_TIMEOUT, client.probe(req)).await {
             let status = status.into_inner();
             if !status.voters.is_empty() {
                 return Probe::AlreadyInitialised(p.node_id);
@@ -74,7 +81,6 @@ pub async fn run(node: Shared, peers: Vec<PeerConfig>, mut shutdown: watch::Rece
         return;
     }
     let majority = peers.len() / 2 + 1;
-    let forwarder = Forwarder::new(PROBE_TIMEOUT);
     let mut attempts: u64 = 0;
     loop {
         match node.raft.is_initialized().await {
@@ -85,7 +91,7 @@ pub async fn run(node: Shared, peers: Vec<PeerConfig>, mut shutdown: watch::Rece
                 return;
             }
         }
-        match probe(&node, &forwarder, &peers).await {
+        match probe(&node, &peers).await {
             Probe::AlreadyInitialised(by) => {
                 tracing::info!("bootstrap: node {by} already has a membership; not initialising");
                 return;

@@ -26,8 +26,12 @@
 //!
 //! [stream]                              # optional: update stream (see docs/protocol.md)
 //! heartbeat_ms = 15000
-//! [stream.keys]                         # TEMPORARY static server keys
+//! [stream.keys]                         # optional static keys (besides replicated ones)
 //! "srv-default-dev" = { project = "default", kind = "server" }
+//!
+//! [admin]                               # bootstrap admin key(s); also FLAGRAFT_ADMIN_KEY
+//! key_sha256 = "<64 hex digits>"         # SHA-256 of the key, or:
+//! key_file = "admin.key"                 # a file holding the key (relative: to this file)
 //!
 //! [initialize]                          # optional: /v1/initialize, /v1/stream/client
 //! rate_per_key_per_sec = 100.0          # per client key, token bucket (0: off)
@@ -73,6 +77,9 @@ pub struct NodeConfig {
     /// `[initialize]`: client initialize responses and the client-side stream.
     #[serde(default)]
     pub initialize: crate::initialize::InitializeConfig,
+    /// `[admin]`: where the bootstrap admin key comes from (see crate::auth).
+    #[serde(default)]
+    pub admin: crate::auth::AdminConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -161,9 +168,14 @@ impl NodeConfig {
                 location,
                 message,
             })?;
+        let base = path.parent().unwrap_or(Path::new("."));
         if config.data_dir.is_relative() {
-            let base = path.parent().unwrap_or(Path::new("."));
             config.data_dir = base.join(&config.data_dir);
+        }
+        if let Some(file) = config.admin.key_file.as_mut() {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
         }
         config.validate().map_err(|message| ConfigError::Invalid {
             path: path.to_path_buf(),

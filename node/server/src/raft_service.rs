@@ -3,7 +3,7 @@
 use crate::codec;
 use crate::limits::RAFT_MAX_MESSAGE_BYTES;
 use flagraft_proto::raft::v1::raft_server::Raft as RaftRpc;
-use flagraft_proto::raft::v1::{raft_reply, RaftReply, RaftRequest};
+use flagraft_proto::raft::v1::{raft_reply, ProbeReply, ProbeRequest, RaftReply, RaftRequest};
 use flagraft_store::{NodeId, Raft, TypeConfig};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::Serialize;
@@ -66,5 +66,13 @@ impl RaftRpc for RaftService {
             codec::decode(&envelope.payload, RAFT_MAX_MESSAGE_BYTES).map_err(bad_request)?;
         req.data = envelope.data;
         reply(self.raft.install_snapshot(req).await)
+    }
+
+    async fn probe(&self, _request: Request<ProbeRequest>) -> Result<Response<ProbeReply>, Status> {
+        let m = self.raft.metrics().borrow().clone();
+        Ok(Response::new(ProbeReply {
+            node_id: m.id,
+            voters: m.membership_config.membership().voter_ids().collect(),
+        }))
     }
 }

@@ -8,7 +8,7 @@ use crate::metrics::NodeMetrics;
 use crate::raft_network::Network;
 use crate::raft_service::RaftService;
 use crate::state::{NodeState, Shared};
-use crate::{bootstrap, http};
+use crate::{auth, bootstrap, http};
 use anyhow::{anyhow, Context};
 use flagraft_proto::admin::v1::admin_server::AdminServer;
 use flagraft_proto::raft::v1::raft_server::RaftServer;
@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
@@ -48,6 +49,7 @@ async fn signalled(mut rx: watch::Receiver<bool>) {
 }
 
 pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
+    let admin_hashes = auth::node_bootstrap_hashes(&config.admin).map_err(|e| anyhow!("{e}"))?;
     let raft_listener = listen("raft_addr", config.raft_addr)?;
     let admin_listener = listen("admin_addr", config.admin_addr)?;
     let http_listener = listen("http_addr", config.http_addr)?;
@@ -104,9 +106,19 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
             ),
     );
 
-    let admin_svc = AdminServer::new(AdminService::new(state.clone()))
-        .max_decoding_message_size(ADMIN_MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(ADMIN_MAX_MESSAGE_BYTES);
+    let admin_auth = Arc::new(auth::AdminAuth::new(admin_hashes, state.sm.clone()));
+    if !admin_auth.has_bootstrap_key() && state.sm.api_keys().is_empty() {
+        eprintln!(
+            "flagraft-node: warning: no admin key: set [admin] key_sha256 or key_file, or {}",
+            auth::ADMIN_KEY_ENV
+        );
+    }
+    let admin_svc = InterceptedService::new(
+        AdminServer::new(AdminService::new(state.clone()))
+            .max_decoding_message_size(ADMIN_MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(ADMIN_MAX_MESSAGE_BYTES),
+        auth::AdminInterceptor(admin_auth),
+    );
     let admin_task = tokio::spawn(
         Server::builder()
             .tcp_nodelay(true)
@@ -117,8 +129,18 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
             ),
     );
 
-    let stream = crate::stream::start_for_store(&config.stream, state.sm.clone(), config.node_id)
-        .map_err(|e| anyhow!("{e}"))?;
+    // Replicated server/client keys, then the optional static ones of the config.
+    let keys: Arc<dyn crate::stream::KeyResolver> = Arc::new(auth::ReplicatedKeys::new(
+        state.sm.clone(),
+        crate::stream::StaticKeys::new(config.stream.keys.clone()),
+    ));
+    let stream =
+        crate::stream::start_for_store(&config.stream, state.sm.clone(), config.node_id, keys)
+            .map_err(|e| anyhow!("{e}"))?;
+    tokio::spawn(auth::recheck_on_key_changes(
+        state.sm.subscribe(),
+        stream.clone(),
+    ));
     // Client-side values share the stream's keys and stop with it (goodbye 4005).
     let initialize = crate::initialize::InitializeService::new(
         crate::initialize::StoreRulesets::new(state.sm.clone(), config.node_id),

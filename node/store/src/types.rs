@@ -49,14 +49,23 @@ pub type StorageError = openraft::StorageError<NodeId>;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     Commit(CommitCommand),
-    CreateProject { name: String, time_ms: u64 },
+    CreateProject {
+        name: String,
+        time_ms: u64,
+    },
     /// Also revokes every key of the project (at `time_ms`).
-    DeleteProject { name: String, time_ms: u64 },
+    DeleteProject {
+        name: String,
+        time_ms: u64,
+    },
     /// Records an API key. The leader generates the id and the secret before proposing; only the
     /// secret's SHA-256 travels through the log.
     CreateKey(CreateKeyCommand),
     /// Marks a key revoked (kept for listing; it no longer authenticates).
-    RevokeKey { id: String, time_ms: u64 },
+    RevokeKey {
+        id: String,
+        time_ms: u64,
+    },
 }
 
 /// What an API key may do.

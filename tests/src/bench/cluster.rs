@@ -4,10 +4,10 @@
 
 use crate::{Cluster, ClusterOptions};
 use anyhow::{anyhow, Context};
-use flagraft_proto::admin::v1::admin_client::AdminClient;
+use crate::{admin_client, Admin};
 use std::path::PathBuf;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 /// Longest a bench waits for a cluster to come up or a node to be ready.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -75,12 +75,12 @@ pub fn tail(log: &str, n: usize) -> String {
 }
 
 /// A new admin connection (its own HTTP/2 connection) to node `id`.
-pub fn admin_connection(c: &Cluster, id: u64) -> anyhow::Result<AdminClient<Channel>> {
+pub fn admin_connection(c: &Cluster, id: u64) -> anyhow::Result<Admin> {
     let channel = Endpoint::from_shared(format!("http://127.0.0.1:{}", c.ports(id).admin))?
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true)
         .connect_lazy();
-    Ok(AdminClient::new(channel).max_decoding_message_size(64 << 20))
+    Ok(admin_client(channel))
 }
 
 /// Resident set size of process `pid`, in bytes (`VmRSS` of /proc/<pid>/status).

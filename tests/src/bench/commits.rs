@@ -4,11 +4,10 @@
 use super::stats::Samples;
 use anyhow::{anyhow, Context};
 use flagraft_proto::admin::v1 as pb;
-use flagraft_proto::admin::v1::admin_client::AdminClient;
+use crate::Admin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 
 /// Longest one bench commit may take before the run is declared broken.
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,7 +70,7 @@ pub fn gate_upsert(name: &str, json: String, request_id: String) -> pb::CommitRe
 
 /// Sends one commit with a deadline; its round-trip time.
 pub async fn commit_once(
-    client: &mut AdminClient<Channel>,
+    client: &mut Admin,
     req: pb::CommitRequest,
 ) -> Result<(pb::CommitResponse, Duration), tonic::Status> {
     let mut r = tonic::Request::new(req);
@@ -91,7 +90,7 @@ pub fn request_id(tag: &str) -> String {
 /// `count` measured ones, each upserting one gate of `body_bytes` (names
 /// rotate over 16 gates so the project does not grow).
 pub async fn latency_run(
-    client: &mut AdminClient<Channel>,
+    client: &mut Admin,
     tag: &str,
     warmup: usize,
     count: usize,
@@ -135,7 +134,7 @@ impl Throughput {
 /// the elapsed time runs until the last one returns. Each committer upserts
 /// its own gate, so the project grows by at most `committers` entities.
 pub async fn throughput_run(
-    clients: &[AdminClient<Channel>],
+    clients: &[Admin],
     committers: usize,
     duration: Duration,
     tag: &str,
@@ -197,7 +196,7 @@ pub async fn throughput_run(
 /// Upserts `count` gates of `body_bytes` named `load-NNNNN`, `batch` per
 /// commit. Returns the version after the last batch.
 pub async fn load_entities(
-    client: &mut AdminClient<Channel>,
+    client: &mut Admin,
     count: usize,
     batch: usize,
     body_bytes: usize,
@@ -234,7 +233,7 @@ pub async fn load_entities(
 }
 
 /// The number of entities in project `default` as node `client` sees it.
-pub async fn entity_count(client: &mut AdminClient<Channel>) -> anyhow::Result<u64> {
+pub async fn entity_count(client: &mut Admin) -> anyhow::Result<u64> {
     let mut r = tonic::Request::new(pb::GetRulesetRequest {
         project: "default".into(),
         min_version: None,

@@ -7,11 +7,10 @@ use super::commits::{gate_upsert, request_id, sized_gate_json};
 use crate::Cluster;
 use anyhow::{anyhow, Context};
 use flagraft_proto::admin::v1 as pb;
-use flagraft_proto::admin::v1::admin_client::AdminClient;
+use crate::Admin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 
 /// Bound on one commit attempt while a leader may be dead.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -88,7 +87,7 @@ impl Log {
 /// One committer: retries each commit (same request id) on any node until it
 /// is acknowledged, moving to the next node after a failure.
 async fn committer(
-    nodes: Vec<AdminClient<Channel>>,
+    nodes: Vec<Admin>,
     first: usize,
     log: Arc<Log>,
     stop: Arc<AtomicBool>,

@@ -174,7 +174,7 @@ async fn run(args: Args) -> anyhow::Result<Vec<Row>> {
 async fn measure(
     c: &Cluster,
     fleet: &mut FleetHandle,
-    admin: &mut flagraft_proto::admin::v1::admin_client::AdminClient<tonic::transport::Channel>,
+    admin: &mut flagraft_cluster_tests::Admin,
     leader: u64,
     first_version: u64,
     commits: usize,

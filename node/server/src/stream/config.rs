@@ -36,7 +36,9 @@ pub struct StreamConfig {
     /// connection's write buffer at the size of the largest frame it sent, so
     /// this bounds the idle memory of a connection that received a snapshot.
     pub snapshot_part_bytes: usize,
-    /// TEMPORARY static key map (until admin keys land): key -> {project, kind}.
+    /// Optional static keys, key -> {project, kind}, accepted besides the
+    /// replicated keys (created with the Admin API); revoked by editing the
+    /// config and restarting.
     pub keys: std::collections::HashMap<String, super::keys::KeyGrant>,
 }
 

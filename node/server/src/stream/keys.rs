@@ -1,7 +1,8 @@
 //! Who may open a stream: a key resolves to a project and a key kind.
 //!
-//! TEMPORARY: until the admin key system lands, keys come from a static map in
-//! the node's config ([`StaticKeys`]). The trait is the seam it will plug into.
+//! A node resolves keys with `crate::auth::ReplicatedKeys` (keys created
+//! through the Admin API), falling back to a static map from the node's
+//! config ([`StaticKeys`], `[stream.keys]`).
 
 use serde::Deserialize;
 use std::collections::HashMap;

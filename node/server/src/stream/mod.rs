@@ -37,15 +37,16 @@ use axum::Router;
 use flagraft_client::protocol::{POLL_PATH, STREAM_PATH, SUBPROTOCOL};
 use std::sync::Arc;
 
-/// The stream of a node: a hub over its state machine with the configured
-/// (static, temporary) keys, fan-out started.
+/// The stream of a node: a hub over its state machine, authenticating with
+/// `keys` (the node passes its replicated keys, see `crate::auth`), fan-out
+/// started.
 pub fn start_for_store(
     config: &StreamConfig,
     sm: flagraft_store::StateMachineStore,
     node_id: flagraft_store::NodeId,
+    keys: Arc<dyn KeyResolver>,
 ) -> Result<Arc<StreamHub<StoreSource>>, StreamConfigError> {
     config.validate()?;
-    let keys = Arc::new(StaticKeys::new(config.keys.clone()));
     let hub = StreamHub::new(StoreSource::new(sm, node_id), config.clone(), keys);
     hub.spawn_fanout();
     Ok(hub)

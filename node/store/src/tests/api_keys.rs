@@ -25,10 +25,7 @@ async fn keys_are_created_listed_and_revoked_once() {
     let mut changes = h.sm.subscribe();
     let out = h.run(create("k1", "default", ApiKeyKind::Server)).await;
     assert_eq!(out, CommandOutcome::KeyCreated { id: "k1".into() });
-    assert_eq!(
-        *changes.recv().await.unwrap(),
-        AppliedChange::KeysChanged
-    );
+    assert_eq!(*changes.recv().await.unwrap(), AppliedChange::KeysChanged);
     let key = h.sm.api_key("k1").unwrap();
     assert_eq!(key.project, "default");
     assert_eq!(key.kind, ApiKeyKind::Server);
@@ -82,7 +79,11 @@ async fn bad_key_commands_are_refused_deterministically() {
         (create("k1", "default", ApiKeyKind::Client), "already taken"),
         (create("", "default", ApiKeyKind::Client), "key id"),
         (
-            create(&"x".repeat(MAX_KEY_ID_BYTES + 1), "default", ApiKeyKind::Client),
+            create(
+                &"x".repeat(MAX_KEY_ID_BYTES + 1),
+                "default",
+                ApiKeyKind::Client,
+            ),
             "key id",
         ),
         (create("a1", "default", ApiKeyKind::Admin), "cluster-wide"),
@@ -123,7 +124,12 @@ async fn deleting_a_project_revokes_its_keys_only() {
             time_ms: 99,
         })
         .await;
-    assert_eq!(out, CommandOutcome::ProjectDeleted { project: "p".into() });
+    assert_eq!(
+        out,
+        CommandOutcome::ProjectDeleted {
+            project: "p".into()
+        }
+    );
     assert_eq!(h.sm.api_key("p-srv").unwrap().revoked_ms, Some(99));
     assert_eq!(h.sm.api_key("p-cli").unwrap().revoked_ms, Some(99));
     assert_eq!(h.sm.api_key("d-srv").unwrap().revoked_ms, None);
@@ -171,7 +177,10 @@ async fn remembered_requests_answer_their_first_commit() {
     let mut c = commit("default", vec![gate("g", serde_json::json!({}))], vec![]);
     c.request_id = Some("r1".into());
     let out = h.run(Command::Commit(c)).await;
-    let CommandOutcome::Committed { version, digest, .. } = out else {
+    let CommandOutcome::Committed {
+        version, digest, ..
+    } = out
+    else {
         panic!("{out:?}")
     };
     let (v, d, _) = h.sm.remembered_request("default", "r1").unwrap();
