@@ -1,8 +1,8 @@
 //! A cluster of real `flagraft-node` processes in a temp dir.
 
+use crate::admin_key::{admin_client, Admin, ADMIN_KEY_ENV, TEST_ADMIN_KEY};
 use crate::wait::{wait_for, WaitError};
 use flagraft_proto::admin::v1 as pb;
-use crate::admin_key::{admin_client, Admin, ADMIN_KEY_ENV, TEST_ADMIN_KEY};
 use std::collections::HashMap;
 use std::fs::File;
 use std::net::TcpListener;
