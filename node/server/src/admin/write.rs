@@ -32,6 +32,17 @@ fn too_busy(project: &str) -> Status {
 }
 
 impl AdminService {
+    /// Waits until this node is confirmed leader and has applied everything
+    /// committed so far: local state read after this is not from the past.
+    async fn confirm_leadership(&self) -> Result<(), Status> {
+        self.node
+            .raft
+            .ensure_linearizable()
+            .await
+            .map(|_| ())
+            .map_err(|e| Status::unavailable(format!("confirming leadership: {e}")))
+    }
+
     /// The answer for a retried request id, if this node remembers it.
     fn remembered(&self, project: &str, request_id: Option<&str>) -> Option<pb::CommitResponse> {
         let (version, digest, commit_time_ms) =
@@ -50,14 +61,24 @@ impl AdminService {
         &self,
         cmd: CommitCommand,
     ) -> Result<(CommitCommand, ProjectHead, Checked), Status> {
-        let rs = self
+        let mut rs = self
             .node
             .sm
             .ruleset(&cmd.project)
             .ok_or_else(|| Status::not_found(format!("no project '{}'", cmd.project)))?;
         if let Some(expected) = cmd.expected_version {
             if expected != rs.head.version {
-                return Err(conflict(&cmd.project, rs.head.version, Some(expected)));
+                // Local state may be stale (a deposed or cut-off leader): only
+                // answer "conflict" from state read after leadership is
+                // confirmed, or the answer names a version from the past.
+                self.confirm_leadership().await?;
+                rs =
+                    self.node.sm.ruleset(&cmd.project).ok_or_else(|| {
+                        Status::not_found(format!("no project '{}'", cmd.project))
+                    })?;
+                if expected != rs.head.version {
+                    return Err(conflict(&cmd.project, rs.head.version, Some(expected)));
+                }
             }
         }
         tokio::task::spawn_blocking(move || {
@@ -170,6 +191,7 @@ impl AdminService {
         } else {
             req.message.clone()
         };
+        let mut confirmed = false;
         for _ in 0..MAX_ROUNDS {
             let sm = self.node.sm.clone();
             let (project, target) = (req.project.clone(), req.to_version);
@@ -180,6 +202,12 @@ impl AdminService {
             let base = rebuilt.head.version;
             if let Some(expected) = req.expected_version {
                 if expected != base {
+                    // As in `check`: never refuse on possibly stale local state.
+                    if !confirmed {
+                        self.confirm_leadership().await?;
+                        confirmed = true;
+                        continue;
+                    }
                     return Err(conflict(&req.project, base, Some(expected)));
                 }
             }
