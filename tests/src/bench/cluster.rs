@@ -2,9 +2,9 @@
 //! processes, plus what the benches need on top (stream keys in the configs,
 //! extra admin connections, a node's resident memory).
 
+use crate::{admin_client, Admin};
 use crate::{Cluster, ClusterOptions};
 use anyhow::{anyhow, Context};
-use crate::{admin_client, Admin};
 use std::path::PathBuf;
 use std::time::Duration;
 use tonic::transport::Endpoint;
@@ -120,6 +120,25 @@ pub fn cluster_cpu_time(c: &Cluster) -> Duration {
         .sum()
 }
 
+/// The kernel's count of connections dropped because a listen queue was full
+/// (`TcpExt: ListenOverflows` of /proc/net/netstat, this network namespace).
+pub fn listen_overflows() -> Option<u64> {
+    parse_netstat(
+        &std::fs::read_to_string("/proc/net/netstat").ok()?,
+        "TcpExt:",
+        "ListenOverflows",
+    )
+}
+
+/// A counter of /proc/net/netstat: a header line of names and a line of values.
+fn parse_netstat(text: &str, prefix: &str, name: &str) -> Option<u64> {
+    let mut lines = text.lines().filter(|l| l.starts_with(prefix));
+    let names = lines.next()?;
+    let values = lines.next()?;
+    let i = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
 fn parse_vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -142,6 +161,14 @@ mod tests {
         let stat = "42 (flag raft) S 1 42 42 0 -1 4194560 100 0 0 0 250 30 0 0 20 0 4 0";
         assert_eq!(parse_cpu_ticks(stat), Some(280));
         assert_eq!(parse_cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn netstat_counters_are_found_by_name() {
+        let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 32 33\nIpExt: InNoRoutes\nIpExt: 5\n";
+        assert_eq!(parse_netstat(text, "TcpExt:", "ListenOverflows"), Some(32));
+        assert_eq!(parse_netstat(text, "TcpExt:", "Missing"), None);
+        assert_eq!(parse_netstat(text, "IpExt:", "InNoRoutes"), Some(5));
     }
 
     #[test]

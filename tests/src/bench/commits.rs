@@ -2,9 +2,9 @@
 //! for a fixed time, and bulk loading.
 
 use super::stats::Samples;
+use crate::Admin;
 use anyhow::{anyhow, Context};
 use flagraft_proto::admin::v1 as pb;
-use crate::Admin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

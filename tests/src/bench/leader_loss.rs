@@ -4,10 +4,10 @@
 
 use super::cluster::{admin_connection, START_TIMEOUT};
 use super::commits::{gate_upsert, request_id, sized_gate_json};
+use crate::Admin;
 use crate::Cluster;
 use anyhow::{anyhow, Context};
 use flagraft_proto::admin::v1 as pb;
-use crate::Admin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

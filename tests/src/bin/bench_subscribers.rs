@@ -221,6 +221,9 @@ async fn measure(
     progress!("fan-out: {commits} commits, one at a time, through leader {leader}");
     let mut fanout = Samples::with_capacity(commits);
     let mut before_ack = 0usize;
+    let nodes_cpu = cluster::cluster_cpu_time(c);
+    let own_cpu = cluster::cpu_time(std::process::id())?;
+    let fanout_started = Instant::now();
     for i in 0..commits {
         let (resp, _) = commit_once(admin, commit(i + 1))
             .await
@@ -241,6 +244,9 @@ async fn measure(
         }
         fanout.push(all.saturating_duration_since(acked));
     }
+    let fanout_elapsed = fanout_started.elapsed();
+    let nodes_cpu = cluster::cluster_cpu_time(c).saturating_sub(nodes_cpu);
+    let own_cpu = cluster::cpu_time(std::process::id())?.saturating_sub(own_cpu);
     let p = |s: &mut Samples, q: f64| s.percentile(q).map_or(f64::NAN, ms);
     let what = "commit ack -> last subscriber has it";
     let note = format!(
@@ -257,6 +263,32 @@ async fn measure(
         p(&mut fanout, 100.0),
         "ms",
     ));
+    let per_commit = |d: Duration| ms(d) / commits.max(1) as f64;
+    let busy = |d: Duration| d.as_secs_f64() * 100.0 / fanout_elapsed.as_secs_f64().max(1e-9);
+    rows.push(
+        Row::new(
+            &bench,
+            "fan-out CPU per commit: nodes",
+            per_commit(nodes_cpu),
+            "ms",
+        )
+        .note(format!(
+            "user+sys of the 3 nodes during the commits / commits ({:.0}% of one core)",
+            busy(nodes_cpu)
+        )),
+    );
+    rows.push(
+        Row::new(
+            &bench,
+            "fan-out CPU per commit: bench subscribers",
+            per_commit(own_cpu),
+            "ms",
+        )
+        .note(format!(
+            "this process (all subscribers, same 2 cores) ({:.0}% of one core)",
+            busy(own_cpu)
+        )),
+    );
 
     tokio::time::sleep(SETTLE).await;
     let rss_after = rss_all(c)?;
@@ -283,6 +315,7 @@ async fn measure(
         .ok_or_else(|| anyhow!("no follower"))?;
     let moved = counts.get(&victim).copied().unwrap_or(0);
     progress!("killing follower node {victim} with {moved} subscribers");
+    let overflows = cluster::listen_overflows();
     let killed_at = Instant::now();
     c.kill9(victim);
     let (resp, _) = commit_once(admin, commit(commits + 1))
@@ -300,11 +333,14 @@ async fn measure(
         })?;
     wait_synced(fleet, resp.version, RECOVERY_TIMEOUT).await?;
     let back = killed_at.elapsed();
+    let overflowed = cluster::listen_overflows()
+        .zip(overflows)
+        .map_or("?".to_string(), |(a, b)| a.saturating_sub(b).to_string());
     let current = reached.saturating_duration_since(killed_at);
     progress!("all current after {current:.0?}, all reconnected and synced after {back:.0?}");
     rows.push(
         Row::new(&bench, "follower killed: all back and current", ms(back.max(current)), "ms").note(format!(
-            "{moved} subscribers of node {victim} moved; all at the post-kill version after {:.0} ms",
+            "{moved} subscribers of node {victim} moved; all at the post-kill version after {:.0} ms; {overflowed} connections dropped by full listen queues meanwhile",
             ms(current)
         )),
     );
