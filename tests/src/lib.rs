@@ -16,6 +16,7 @@ mod admin_key;
 pub mod bench;
 pub mod chaos;
 mod cluster;
+pub mod fixtures;
 mod wait;
 
 pub use admin_key::{

@@ -10,7 +10,8 @@
 //! Which versions can be rebuilt:
 //! * the current one, always;
 //! * V >= oldest retained record, as long as every entity changed after V
-//!   was also touched by a retained record at or before V;
+//!   either was touched by a retained record at or before V or did not exist
+//!   at V (checked with V's digest: an entity that existed would be in it);
 //! * V = 0 (the empty ruleset) while version 1's record is retained.
 //!
 //! Anything else is NOT_FOUND with a message naming the retained range. The
@@ -206,14 +207,16 @@ pub fn rebuild(
             .map(|r| (r.digest, r.commit_time_ms))
             .ok_or_else(|| compacted("its record was compacted".into()))?,
     };
+    // Entities changed after `version` but untouched by any retained record up
+    // to it: absent at `version` if history goes back to version 1; otherwise
+    // assumed absent, which the digest check below confirms or refutes (an
+    // entity that existed then would have added its hash to the digest).
+    let mut assumed_absent = Vec::new();
     for key in &changed {
         if !at_version.contains_key(key) {
             if !full_history {
-                return Err(compacted(format!(
-                    "{key} changed after it and its earlier state is older than the retained history"
-                )));
+                assumed_absent.push(key.clone());
             }
-            // Never touched up to `version` since the project began: absent.
             at_version.insert(key.clone(), None);
         }
     }
@@ -235,6 +238,11 @@ pub fn rebuild(
         }
     }
     if digest != expected.0 {
+        if let Some(key) = assumed_absent.first() {
+            return Err(compacted(format!(
+                "{key} changed after it and its earlier state is older than the retained history"
+            )));
+        }
         return Err(HistoryError::Inconsistent(
             project.to_string(),
             format!(
