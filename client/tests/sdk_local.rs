@@ -1,5 +1,6 @@
 //! Local mode (rules from a file or from code, no network) and overrides.
 
+use flagraft_client::digest::{entity_key_hash, RulesetDigest};
 use flagraft_client::entity::{Entity, EntityKey, EntityKind};
 use flagraft_client::sdk::{Client, EvalSource, OverrideKind, StateSource};
 use flagraft_client::User;
@@ -149,7 +150,15 @@ async fn local_rules_can_be_replaced_and_come_from_an_entity_file() {
         client.wait_for_version(v + 1, Duration::from_secs(5)).await,
         Ok(v + 1)
     );
-    assert_eq!(updates.recv().await.unwrap().version, v + 1);
+    let update = updates.recv().await.unwrap();
+    assert_eq!(update.version, v + 1);
+    let bob = gate_entity("g", "bob");
+    // The update carries the digest of the rules it installed.
+    assert_eq!(update.digest, client.digest());
+    assert_eq!(
+        update.digest,
+        RulesetDigest::from_hashes(&[entity_key_hash(&bob.key, &bob.body)])
+    );
     assert!(!client.check_gate(&alice, "g"));
 
     assert!(Client::builder()

@@ -4,6 +4,7 @@
 
 use super::overrides::Overrides;
 use super::state::{RulesetState, StateSource};
+use crate::digest::RulesetDigest;
 use crate::entity::EntityKey;
 use crate::eval::EvalOptions;
 use crate::protocol::CloseCode;
@@ -16,6 +17,8 @@ use tokio::sync::{broadcast, watch};
 #[derive(Clone, Debug, PartialEq)]
 pub struct Update {
     pub version: u64,
+    /// The ruleset digest at `version` (the state this update installed).
+    pub digest: RulesetDigest,
     pub commit_time_ms: u64,
     /// The entities changed by a delta; None for a whole new ruleset (snapshot, cache, local).
     pub changed: Option<Arc<[EntityKey]>>,
@@ -88,6 +91,7 @@ impl Shared {
     pub fn install(&self, state: RulesetState, changed: Option<Arc<[EntityKey]>>) {
         let update = Update {
             version: state.version,
+            digest: state.digest,
             commit_time_ms: state.commit_time_ms,
             changed,
         };

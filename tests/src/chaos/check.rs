@@ -482,8 +482,14 @@ fn check_subscribers(h: &History) -> CheckResult {
             "{compacted} observations are of versions whose records were compacted"
         ));
     }
+    if no_digest > 0 {
+        // The SDK's updates carry their digest: a missing one is an unchecked step.
+        f.undecided(format!(
+            "{no_digest} observations carry no digest, their digests are unchecked"
+        ));
+    }
     f.finish(format!(
-        "{} subscribers, {} observations ({no_digest} without a captured digest)",
+        "{} subscribers, {} observations ({no_digest} without a digest)",
         by_sub.len(),
         h.observations.len()
     ))

@@ -285,6 +285,15 @@ fn a_subscriber_digest_mismatch_is_reported() {
 }
 
 #[test]
+fn a_subscriber_observation_without_a_digest_is_never_a_pass() {
+    let mut h = good();
+    h.observations[2].digest = None;
+    let r = run(&h);
+    assert_eq!(verdict_of(&r, "c_"), Verdict::Unknown, "{}", r.render());
+    assert_ne!(r.verdict, Verdict::Pass);
+}
+
+#[test]
 fn an_acknowledged_digest_mismatch_is_reported() {
     let mut h = good();
     if let OpResult::Ok { digest: d, .. } = &mut h.operations[1].result {

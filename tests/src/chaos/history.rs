@@ -110,8 +110,8 @@ pub struct Observation {
     pub subscriber: String,
     pub t_ns: u64,
     pub version: u64,
-    /// The digest the SDK held at that version; None when the SDK had already
-    /// moved past it when the recorder looked (the version is still recorded).
+    /// The digest the SDK's update carried for that version (None only in
+    /// histories recorded before updates carried digests: left unchecked).
     pub digest: Option<String>,
     /// Whether the version came as a whole ruleset (snapshot) rather than a delta.
     #[serde(default)]

@@ -439,9 +439,9 @@ pub async fn subscriber(
         .await
         .map_err(|e| format!("subscriber s{k}: {e}"))?;
     let name = format!("s{k}");
-    // The recorder reads the SDK's state right after each update to capture its
-    // digest; on a thread of its own it runs at once instead of queueing behind
-    // the rig's other tasks while the SDK applies the next delta.
+    // On a thread of its own the recorder drains its update queue at once
+    // instead of queueing behind the rig's other tasks (no overflowed queue,
+    // timestamps close to when the SDK applied each version).
     let (c, n) = (client.clone(), name.clone());
     let recorder = std::thread::Builder::new()
         .name(format!("chaos-rec-{name}"))
@@ -500,13 +500,11 @@ async fn record_updates(
                     }
                     skip_up_to = None;
                 }
-                let state = client.ruleset();
-                let digest = (state.version == u.version).then(|| state.digest.to_hex());
                 rec.observation(Observation {
                     subscriber: name.clone(),
                     t_ns: rec.now_ns(),
                     version: u.version,
-                    digest,
+                    digest: Some(u.digest.to_hex()),
                     snapshot: u.changed.is_none(),
                     missed_before: std::mem::take(&mut missed),
                 });
