@@ -306,11 +306,15 @@ impl Cluster {
     pub async fn status(&self, id: u64) -> Result<pb::ClusterStatus, String> {
         let mut req = tonic::Request::new(pb::GetClusterStatusRequest {});
         req.set_timeout(Duration::from_secs(1));
-        self.admin(id)
-            .get_cluster_status(req)
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| format!("node {id}: {}: {}", s.code(), s.message()))
+        // Bounded here too: a node still starting accepts connections (its
+        // listeners are bound first) but answers only once it is up.
+        let mut admin = self.admin(id);
+        match tokio::time::timeout(Duration::from_secs(1), admin.get_cluster_status(req)).await {
+            Ok(r) => r
+                .map(tonic::Response::into_inner)
+                .map_err(|s| format!("node {id}: {}: {}", s.code(), s.message())),
+            Err(_) => Err(format!("node {id}: no answer within 1s")),
+        }
     }
 
     /// Waits until every node of `among` names the same leader, which is in
