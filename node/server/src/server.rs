@@ -80,6 +80,13 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     )
     .await
     .map_err(|e| anyhow!("cannot start raft: {e}"))?;
+    // Raft::new returns before its core has published the state it loaded
+    // (until then the metrics say term 0, no membership): a status answered in
+    // that window would claim an empty database. A request to the core is
+    // served only after that first publication.
+    raft.with_raft_state(|_| ())
+        .await
+        .map_err(|e| anyhow!("raft did not start: {e}"))?;
 
     let state: Shared = Arc::new(NodeState {
         id: config.node_id,
