@@ -340,6 +340,129 @@ mod tests {
         assert!(!same_hash(&a, &b));
     }
 
+    use flagraft_store::{Command, CreateKeyCommand, Identity, StoreConfig, TypeConfig};
+    use openraft::storage::RaftStateMachine;
+    use openraft::{Entry, EntryPayload};
+    use std::collections::HashMap;
+
+    fn metadata(value: Option<&str>) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        if let Some(v) = value {
+            m.insert("authorization", v.parse().unwrap());
+        }
+        m
+    }
+
+    async fn apply(sm: &mut StateMachineStore, index: u64, cmd: Command) {
+        let entry: Entry<TypeConfig> = Entry {
+            log_id: openraft::testing::log_id(1, 1, index),
+            payload: EntryPayload::Normal(cmd),
+        };
+        sm.apply([entry]).await.unwrap();
+    }
+
+    fn create(key: &NewKey, kind: ApiKeyKind, project: &str) -> Command {
+        Command::CreateKey(CreateKeyCommand {
+            id: key.id.clone(),
+            project: project.into(),
+            kind,
+            sha256: key.sha256,
+            description: String::new(),
+            time_ms: 1,
+        })
+    }
+
+    #[tokio::test]
+    async fn only_bootstrap_and_live_admin_keys_pass_and_others_resolve_by_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = Identity {
+            node_id: 1,
+            cluster: "t".into(),
+        };
+        let (_log, mut sm) = flagraft_store::open(dir.path(), &identity, StoreConfig::default())
+            .await
+            .unwrap();
+        let admin = generate(ApiKeyKind::Admin);
+        let server = generate(ApiKeyKind::Server);
+        let client = generate(ApiKeyKind::Client);
+        apply(&mut sm, 1, create(&admin, ApiKeyKind::Admin, "")).await;
+        apply(&mut sm, 2, create(&server, ApiKeyKind::Server, "default")).await;
+        apply(&mut sm, 3, create(&client, ApiKeyKind::Client, "default")).await;
+        let auth = AdminAuth::new(vec![sha256("bootstrap-key-0123456")], sm.clone());
+        let bearer = |k: &str| format!("Bearer {k}");
+        assert!(auth
+            .check(&metadata(Some("Bearer bootstrap-key-0123456")))
+            .is_ok());
+        assert!(auth.check(&metadata(Some(&bearer(&admin.secret)))).is_ok());
+        let forged = format!("fra_{}_not-the-secret", admin.id);
+        let long = "x".repeat(MAX_KEY_BYTES + 1);
+        let refused = [
+            None,
+            Some("bootstrap-key-0123456".to_string()),
+            Some("Basic Ym9vdHN0cmFw".to_string()),
+            Some(bearer("")),
+            Some(bearer(&forged)),
+            Some(bearer(&server.secret)),
+            Some(bearer(&client.secret)),
+            Some(bearer(&long)),
+        ];
+        for value in refused {
+            let err = auth.check(&metadata(value.as_deref())).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unauthenticated);
+            assert_eq!(err.message(), unauthenticated().message(), "{value:?}");
+        }
+        apply(
+            &mut sm,
+            4,
+            Command::RevokeKey {
+                id: admin.id.clone(),
+                time_ms: 2,
+            },
+        )
+        .await;
+        assert!(auth.check(&metadata(Some(&bearer(&admin.secret)))).is_err());
+
+        let fallback = StaticKeys::new(HashMap::from([(
+            "static-key".to_string(),
+            KeyGrant {
+                project: "p".into(),
+                kind: KeyKind::Client,
+            },
+        )]));
+        let keys = ReplicatedKeys::new(sm.clone(), fallback);
+        let grant = |project: &str, kind| {
+            Some(KeyGrant {
+                project: project.into(),
+                kind,
+            })
+        };
+        assert_eq!(
+            keys.resolve(&server.secret),
+            grant("default", KeyKind::Server)
+        );
+        assert_eq!(
+            keys.resolve(&client.secret),
+            grant("default", KeyKind::Client)
+        );
+        assert_eq!(keys.resolve("static-key"), grant("p", KeyKind::Client));
+        assert_eq!(
+            keys.resolve(&admin.secret),
+            None,
+            "admin keys read no rules"
+        );
+        assert_eq!(keys.resolve(&format!("frs_{}_x", server.id)), None);
+        apply(
+            &mut sm,
+            5,
+            Command::RevokeKey {
+                id: server.id.clone(),
+                time_ms: 3,
+            },
+        )
+        .await;
+        assert_eq!(keys.resolve(&server.secret), None);
+    }
+
     #[test]
     fn bootstrap_keys_come_from_hash_file_and_environment() {
         let dir = tempfile::tempdir().unwrap();

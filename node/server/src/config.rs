@@ -358,6 +358,21 @@ http_addr = "127.0.0.1:3"
     }
 
     #[test]
+    fn admin_key_file_is_resolved_against_the_file_and_typos_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.toml");
+        std::fs::write(
+            &path,
+            format!("{GOOD}\n[admin]\nkey_file = \"admin.key\"\n"),
+        )
+        .unwrap();
+        let c = NodeConfig::load(&path).unwrap();
+        assert_eq!(c.admin.key_file, Some(dir.path().join("admin.key")));
+        let (_, msg) = NodeConfig::parse(&format!("{GOOD}\n[admin]\nkey = \"x\"\n")).unwrap_err();
+        assert!(msg.contains("unknown field `key`"), "{msg}");
+    }
+
+    #[test]
     fn load_resolves_data_dir_against_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("n.toml");
