@@ -22,14 +22,28 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
+/// Accept queue length asked of the kernel (which caps it at
+/// net.core.somaxconn). std's `TcpListener::bind` asks for 128, which
+/// overflows when thousands of stream clients reconnect at once after a node
+/// is lost: the dropped SYNs are retried only after a 1 s timeout.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds now, so a port in use stops the node before anything else happens.
 fn listen(what: &str, addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    let std_listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| anyhow!("cannot listen on {what} {addr}: {e}"))?;
-    std_listener
-        .set_nonblocking(true)
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(|e| anyhow!("{what} {addr}: {e}"))?;
+    // As std's bind does: a restarted node can rebind while old connections linger.
+    socket
+        .set_reuseaddr(true)
         .map_err(|e| anyhow!("{what} {addr}: {e}"))?;
-    tokio::net::TcpListener::from_std(std_listener).map_err(|e| anyhow!("{what} {addr}: {e}"))
+    socket
+        .bind(addr)
+        .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        .map_err(|e| anyhow!("cannot listen on {what} {addr}: {e}"))
 }
 
 /// A running node; `stop` shuts it down gracefully.
