@@ -16,7 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use serde::Deserialize;
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
@@ -35,6 +35,8 @@ const INITIAL_CONNECTS_IN_FLIGHT: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Longest `stop` waits for the subscribers to close before aborting them.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// State shared by the fleet's tasks and the bench driving it.
 pub struct Fleet {
@@ -42,8 +44,8 @@ pub struct Fleet {
     key: String,
     /// HTTP ports of the nodes, with their node ids.
     endpoints: Vec<(u64, u16)>,
-    stop: AtomicBool,
-    stop_notify: tokio::sync::Notify,
+    /// Set once to stop every subscriber; a watch, so no task can miss it.
+    stop: tokio::sync::watch::Sender<bool>,
     /// Subscribers whose session is synced (first heartbeat after welcome seen).
     connected: AtomicUsize,
     /// Per subscriber: the node it is synced with (0: none).
@@ -95,8 +97,7 @@ impl Fleet {
             total,
             key: key.into(),
             endpoints,
-            stop: AtomicBool::new(false),
-            stop_notify: tokio::sync::Notify::new(),
+            stop: tokio::sync::watch::channel(false).0,
             connected: AtomicUsize::new(0),
             node_of: (0..total).map(|_| AtomicU64::new(0)).collect(),
             version_of: (0..total).map(|_| AtomicU64::new(0)).collect(),
@@ -193,11 +194,13 @@ impl FleetHandle {
     }
 
     /// Stops every subscriber (close frames sent) and waits for the tasks.
-    pub async fn stop(self) {
-        self.fleet.stop.store(true, Ordering::Relaxed);
-        self.fleet.stop_notify.notify_waiters();
-        for t in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    pub async fn stop(mut self) {
+        self.fleet.stop.send_replace(true);
+        let all = futures_util::future::join_all(self.tasks.iter_mut());
+        if tokio::time::timeout(STOP_TIMEOUT, all).await.is_err() {
+            for t in &self.tasks {
+                t.abort();
+            }
         }
     }
 }
@@ -224,14 +227,15 @@ async fn subscriber(fleet: Arc<Fleet>, i: usize) {
     };
     let mut attempt: u32 = 0;
     let mut first = true;
-    while !fleet.stop.load(Ordering::Relaxed) && n > 0 {
+    let mut stop = fleet.stop.subscribe();
+    while !*stop.borrow() && n > 0 {
         let permit = if first {
             fleet.initial.acquire().await.ok()
         } else {
             None
         };
         let (node, port) = fleet.endpoints[at];
-        let end = session(&fleet, i, node, port, &mut held, permit).await;
+        let end = session(&fleet, i, (node, port), &mut held, permit, &mut stop).await;
         first = false;
         let delay = match end {
             End::Stopped => return,
@@ -248,9 +252,15 @@ async fn subscriber(fleet: Arc<Fleet>, i: usize) {
         at = (at + 1) % n;
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = fleet.stop_notify.notified() => return,
+            _ = stopped(&mut stop) => return,
         }
     }
+}
+
+/// Resolves once the fleet is told to stop (at once if it already was).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means stop.
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// The SDK's backoff: uniformly in [cap/2, cap], cap doubling from the base.
@@ -284,10 +294,10 @@ fn hello(key: &str, held: &Held) -> String {
 async fn session(
     fleet: &Fleet,
     i: usize,
-    node: u64,
-    port: u16,
+    (node, port): (u64, u16),
     held: &mut Held,
     permit: Option<tokio::sync::SemaphorePermit<'_>>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> End {
     let Ok(mut request) = format!("ws://127.0.0.1:{port}{STREAM_PATH}").into_client_request()
     else {
@@ -332,7 +342,7 @@ async fn session(
                 }
                 continue;
             }
-            _ = fleet.stop_notify.notified() => {
+            _ = stopped(stop) => {
                 let _ = ws.close(None).await;
                 break End::Stopped;
             }
