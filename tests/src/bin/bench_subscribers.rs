@@ -289,6 +289,18 @@ async fn measure(
             busy(own_cpu)
         )),
     );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    rows.push(
+        Row::new(
+            &bench,
+            "fan-out CPU floor on idle cores",
+            per_commit(nodes_cpu + own_cpu) / cores as f64,
+            "ms",
+        )
+        .note(format!(
+            "(nodes + bench) CPU per commit / {cores} cores: no schedule delivers to all faster on this machine"
+        )),
+    );
 
     tokio::time::sleep(SETTLE).await;
     let rss_after = rss_all(c)?;
