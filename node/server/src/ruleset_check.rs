@@ -19,6 +19,12 @@
 //! nor re-hashed nor re-compiled. Deletes cannot add errors: a dangling
 //! reference evaluates like Statsig (unknown gate = false) and is a warning.
 //!
+//! Measured (`cargo bench -p flagraft-node --bench commit_check`, 2-core dev
+//! machine under load, project of 10,000 gates): a one-gate commit 17 µs; a
+//! gate referencing a chain of 50 gates 1.0 ms; compiling the whole ruleset,
+//! which this avoids, ~100 ms. Validation runs on a blocking thread on the
+//! leader, outside apply.
+//!
 //! # The race with concurrent commits
 //!
 //! Validation reads the state at version V; the commit is applied later,
