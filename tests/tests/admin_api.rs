@@ -42,6 +42,23 @@ fn ruleset_req(version: Option<u64>, dialect: pb::Dialect) -> pb::GetRulesetRequ
     }
 }
 
+/// Waits until node `id` has applied `version` of `default` (reads there are local).
+async fn caught_up(c: &Cluster, id: u64, version: u64) {
+    wait_for(
+        "the node to catch up",
+        WAIT,
+        Duration::from_millis(20),
+        || async {
+            match head_on(c, id).await {
+                v if v >= version => Ok(()),
+                v => Err(format!("node {id} at {v}")),
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
 async fn head_on(c: &Cluster, id: u64) -> u64 {
     c.admin(id)
         .list_projects(pb::ListProjectsRequest {})
@@ -536,6 +553,7 @@ async fn rollback_commits_a_new_version_with_the_old_digest() {
         .list_history(pb::ListHistoryRequest {
             project: "default".into(),
             limit: 100,
+            min_version: Some(5),
             ..Default::default()
         })
         .await
@@ -670,6 +688,7 @@ async fn projects_members_compaction_and_leader_transfer() {
             .await
             .unwrap();
     }
+    caught_up(&c, f, 6).await;
     let (code, msg) = code_and_message(
         c.admin(f)
             .get_ruleset(ruleset_req(Some(2), pb::Dialect::V1))
@@ -707,6 +726,7 @@ async fn projects_members_compaction_and_leader_transfer() {
             .await
             .unwrap();
     }
+    caught_up(&c, f, 8).await;
     let (code, msg) = code_and_message(
         c.admin(f)
             .get_ruleset(ruleset_req(Some(6), pb::Dialect::V1))

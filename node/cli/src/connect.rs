@@ -1,13 +1,17 @@
 //! Talking to a cluster: endpoints, the admin key, retries, error messages.
 //!
-//! The CLI does not look for the leader itself: every node forwards writes
-//! to the leader, so it sends each call to the first endpoint that answers.
+//! Finding the leader: before its calls, the CLI asks the first endpoint
+//! that answers for the cluster status and puts the leader's advertised
+//! admin address first. Reads then see every acknowledged write (a commit is
+//! acknowledged once the leader applied it), and writes skip the forwarding
+//! hop. Any node would do otherwise: followers forward writes to the leader.
 //! A call that fails with UNAVAILABLE (node down, no leader yet, leadership
 //! moving) is tried on the next endpoint, for a few rounds with a short
 //! backoff. Writes carry a request id (random unless given), so a retried
 //! commit or rollback is never applied twice.
 
 use anyhow::{anyhow, Result};
+use flagraft_proto::admin::v1 as pb;
 use flagraft_proto::admin::v1::admin_client::AdminClient;
 use std::future::Future;
 use std::time::Duration;
@@ -73,6 +77,7 @@ pub type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
 pub struct Cluster {
     nodes: Vec<(String, Admin)>,
     timeout: Duration,
+    key: Option<MetadataValue<Ascii>>,
 }
 
 impl Cluster {
@@ -114,7 +119,46 @@ impl Cluster {
         if nodes.is_empty() {
             return Err(anyhow!("no endpoints given (--endpoints host:port,...)"));
         }
-        Ok(Cluster { nodes, timeout })
+        Ok(Cluster {
+            nodes,
+            timeout,
+            key,
+        })
+    }
+
+    /// Puts the leader first (see the module docs); leaves the order as it
+    /// is when no node tells.
+    async fn leader_first(&mut self, key: Option<MetadataValue<Ascii>>) {
+        let probe = Duration::from_secs(1).min(self.timeout);
+        let mut leader = None;
+        for (_, client) in &self.nodes {
+            let mut client = client.clone();
+            let ask = client.get_cluster_status(pb::GetClusterStatusRequest {});
+            if let Ok(Ok(s)) = tokio::time::timeout(probe, ask).await {
+                let s = s.into_inner();
+                leader = s
+                    .leader_id
+                    .and_then(|id| s.nodes.into_iter().find(|n| n.node_id == id))
+                    .map(|n| n.admin_addr);
+                break;
+            }
+        }
+        let Some(addr) = leader else {
+            return;
+        };
+        if let Some(i) = self.nodes.iter().position(|(a, _)| *a == addr) {
+            let entry = self.nodes.remove(i);
+            self.nodes.insert(0, entry);
+        } else if let Ok(endpoint) = Endpoint::from_shared(format!("http://{addr}")) {
+            let channel = endpoint
+                .connect_timeout(Duration::from_millis(1000))
+                .timeout(self.timeout)
+                .connect_lazy();
+            let client = AdminClient::with_interceptor(channel, Bearer(key))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            self.nodes.insert(0, (addr, client));
+        }
     }
 
     /// Runs `call` against the first endpoint that answers (see the module
@@ -195,7 +239,9 @@ pub fn random_request_id() -> String {
 /// A runtime and the cluster's clients, for one command.
 pub fn session(args: &ClusterArgs) -> Result<(tokio::runtime::Runtime, Cluster)> {
     let rt = runtime()?;
-    let cluster = Cluster::connect(args, &rt)?;
+    let mut cluster = Cluster::connect(args, &rt)?;
+    let key = cluster.key.clone();
+    rt.block_on(cluster.leader_first(key));
     Ok((rt, cluster))
 }
 

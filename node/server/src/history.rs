@@ -19,7 +19,6 @@
 //! are hashed) and must equal the digest recorded for V; a mismatch is an
 //! internal error, never a silently wrong answer.
 
-use crate::limits::MAX_HISTORY_PAGE;
 use flagraft_client::digest::{entity_key_hash, RulesetDigest};
 use flagraft_client::entity::EntityKey;
 use flagraft_store::{EntityMap, StateMachineStore, VersionRecord};
@@ -83,7 +82,40 @@ impl From<HistoryError> for Status {
     }
 }
 
-/// Records `from..=to` of `project`, ascending; an error if any is missing.
+/// Records read per page: a page of large commits stays small in memory.
+const PAGE: usize = 64;
+
+/// Calls `visit` with records `from..=to` of `project`, ascending, one page
+/// in memory at a time; an error if any is missing.
+fn visit_records(
+    sm: &StateMachineStore,
+    project: &str,
+    from: u64,
+    to: u64,
+    compacted: impl Fn(String) -> HistoryError,
+    mut visit: impl FnMut(VersionRecord),
+) -> Result<(), HistoryError> {
+    let mut next = from;
+    while next <= to {
+        let page = sm
+            .history(project, next, PAGE)
+            .map_err(|e| HistoryError::Store(e.to_string()))?;
+        let before = next;
+        for r in page.into_iter().take_while(|r| r.version <= to) {
+            if r.version != next {
+                return Err(compacted(format!("record {next} is gone")));
+            }
+            next += 1;
+            visit(r);
+        }
+        if next == before {
+            return Err(compacted(format!("record {next} is gone")));
+        }
+    }
+    Ok(())
+}
+
+/// Records `from..=to` (a short range), ascending.
 fn records(
     sm: &StateMachineStore,
     project: &str,
@@ -92,23 +124,7 @@ fn records(
     compacted: impl Fn(String) -> HistoryError,
 ) -> Result<Vec<VersionRecord>, HistoryError> {
     let mut out = Vec::new();
-    let mut next = from;
-    while next <= to {
-        let page = sm
-            .history(project, next, MAX_HISTORY_PAGE)
-            .map_err(|e| HistoryError::Store(e.to_string()))?;
-        let before = out.len();
-        for r in page.into_iter().take_while(|r| r.version <= to) {
-            if r.version != next {
-                return Err(compacted(format!("record {next} is gone")));
-            }
-            next += 1;
-            out.push(r);
-        }
-        if out.len() == before {
-            return Err(compacted(format!("record {next} is gone")));
-        }
-    }
+    visit_records(sm, project, from, to, compacted, |r| out.push(r))?;
     Ok(out)
 }
 
@@ -164,8 +180,10 @@ pub fn rebuild(
     }
 
     // Everything changed after `version`, up to the head read above.
-    let after = records(sm, project, version + 1, head.version, compacted)?;
-    let changed: BTreeSet<EntityKey> = after.iter().flat_map(touched).cloned().collect();
+    let mut changed: BTreeSet<EntityKey> = BTreeSet::new();
+    visit_records(sm, project, version + 1, head.version, compacted, |r| {
+        changed.extend(touched(&r).cloned());
+    })?;
 
     // Each changed entity's state at `version`: the latest retained record at
     // or before it that touched the entity, scanning backwards page by page.
@@ -174,9 +192,7 @@ pub fn rebuild(
     let mut expected = (version == 0).then_some((RulesetDigest::EMPTY, 0));
     let mut end = version;
     while end >= oldest.max(1) && at_version.len() < changed.len() {
-        let start = end
-            .saturating_sub(MAX_HISTORY_PAGE as u64 - 1)
-            .max(oldest.max(1));
+        let start = end.saturating_sub(PAGE as u64 - 1).max(oldest.max(1));
         let page = records(sm, project, start, end, compacted)?;
         for r in page.iter().rev() {
             if r.version == version {
