@@ -84,11 +84,12 @@ where
     })?;
     if let (Some(before), Some(after)) = (load_before, load_average()) {
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-        let bench = rows
-            .first()
-            .map_or("machine".to_string(), |r| r.bench.clone());
+        let exe = std::env::args().next().unwrap_or_default();
+        let name = std::path::Path::new(&exe)
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into_owned());
         rows.push(
-            Row::new(&bench, "machine load (1-min avg) at the end", after, "").note(format!(
+            Row::new(&format!("machine during {name}"), "load (1-min avg) at the end", after, "").note(format!(
                 "{before:.1} at the start; {cores} cores shared with every other process on the machine"
             )),
         );
