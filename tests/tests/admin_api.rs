@@ -411,6 +411,31 @@ async fn refused_commits_write_nothing_and_say_why() {
     );
     assert_eq!(code, Code::InvalidArgument);
     assert_eq!(msg, "gate 'h': body exceeds 4194304 bytes");
+    // Five bodies of 3.5 MiB: each within bounds, together over 16 MiB.
+    let big = json!({"type": "feature_gate", "salt": "y".repeat(3_500_000)});
+    let five: Vec<pb::Entity> = (0..5)
+        .map(|i| entity("gate", &format!("b{i}"), &big))
+        .collect();
+    let (code, msg) = code_and_message(
+        c.admin(f)
+            .commit(commit("default", five, vec![], "big"))
+            .await,
+    );
+    assert_eq!(code, Code::InvalidArgument);
+    assert_eq!(msg, "commit bodies exceed 16777216 bytes");
+    // A request over the 32 MiB message bound never reaches the service.
+    let ten: Vec<pb::Entity> = (0..10)
+        .map(|i| entity("gate", &format!("b{i}"), &big))
+        .collect();
+    let (code, _) = code_and_message(
+        c.admin(f)
+            .commit(commit("default", ten, vec![], "bigger"))
+            .await,
+    );
+    assert!(
+        matches!(code, Code::OutOfRange | Code::ResourceExhausted),
+        "{code:?}"
+    );
     let many: Vec<pb::EntityKey> = (0..20_001).map(|i| key("gate", &format!("g{i}"))).collect();
     let (code, msg) = code_and_message(
         c.admin(f)
