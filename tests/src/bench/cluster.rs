@@ -120,6 +120,30 @@ pub fn cluster_cpu_time(c: &Cluster) -> Duration {
         .sum()
 }
 
+/// Time the threads of process `pid` have spent runnable but waiting for a
+/// CPU (second field of /proc/<pid>/task/*/schedstat), summed over the threads
+/// alive now: how much the machine's other load delayed it.
+pub fn run_queue_wait(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map(Duration::from_nanos)
+        .sum()
+}
+
+/// [`run_queue_wait`] of every running node of `c`.
+pub fn cluster_run_queue_wait(c: &Cluster) -> Duration {
+    c.ids()
+        .into_iter()
+        .filter_map(|id| c.pid(id))
+        .map(run_queue_wait)
+        .sum()
+}
+
 /// The kernel's count of connections dropped because a listen queue was full
 /// (`TcpExt: ListenOverflows` of /proc/net/netstat, this network namespace).
 pub fn listen_overflows() -> Option<u64> {
@@ -169,6 +193,13 @@ mod tests {
         assert_eq!(parse_netstat(text, "TcpExt:", "ListenOverflows"), Some(32));
         assert_eq!(parse_netstat(text, "TcpExt:", "Missing"), None);
         assert_eq!(parse_netstat(text, "IpExt:", "InNoRoutes"), Some(5));
+    }
+
+    #[test]
+    fn own_run_queue_wait_is_readable() {
+        // Zero is possible on an idle machine; the call must simply not fail.
+        let _ = run_queue_wait(std::process::id());
+        assert_eq!(run_queue_wait(u32::MAX), Duration::ZERO);
     }
 
     #[test]

@@ -172,6 +172,7 @@ async fn run(args: Args) -> anyhow::Result<Vec<Row>> {
             )
             .await?;
             let cpu_before = cluster::cluster_cpu_time(&c);
+            let wait_before = cluster::cluster_run_queue_wait(&c);
             let mut t = commits::throughput_run(
                 &conns,
                 args.committers,
@@ -200,6 +201,7 @@ async fn run(args: Args) -> anyhow::Result<Vec<Row>> {
                     .note(note),
             );
             let cpu = cluster::cluster_cpu_time(&c).saturating_sub(cpu_before);
+            let waited = cluster::cluster_run_queue_wait(&c).saturating_sub(wait_before);
             rows.push(
                 Row::new(
                     &bench,
@@ -212,6 +214,15 @@ async fn run(args: Args) -> anyhow::Result<Vec<Row>> {
                     cpu.as_secs_f64() * 100.0 / t.elapsed.as_secs_f64().max(1e-9),
                     2.0 * t.commits as f64 / cpu.as_secs_f64().max(1e-9)
                 )),
+            );
+            rows.push(
+                Row::new(
+                    &bench,
+                    "node threads waiting for a CPU",
+                    waited.as_secs_f64() * 100.0 / t.elapsed.as_secs_f64().max(1e-9),
+                    "%",
+                )
+                .note("run-queue wait of all node threads / wall time (schedstat): delay from CPU contention"),
             );
             rows.push(p_row(&bench, "latency p50", &mut t.latencies, 50.0));
             rows.push(p_row(&bench, "latency p99", &mut t.latencies, 99.0));

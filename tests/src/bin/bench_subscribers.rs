@@ -223,6 +223,7 @@ async fn measure(
     let mut before_ack = 0usize;
     let nodes_cpu = cluster::cluster_cpu_time(c);
     let own_cpu = cluster::cpu_time(std::process::id())?;
+    let nodes_wait = cluster::cluster_run_queue_wait(c);
     let fanout_started = Instant::now();
     for i in 0..commits {
         let (resp, _) = commit_once(admin, commit(i + 1))
@@ -247,6 +248,7 @@ async fn measure(
     let fanout_elapsed = fanout_started.elapsed();
     let nodes_cpu = cluster::cluster_cpu_time(c).saturating_sub(nodes_cpu);
     let own_cpu = cluster::cpu_time(std::process::id())?.saturating_sub(own_cpu);
+    let nodes_wait = cluster::cluster_run_queue_wait(c).saturating_sub(nodes_wait);
     let p = |s: &mut Samples, q: f64| s.percentile(q).map_or(f64::NAN, ms);
     let what = "commit ack -> last subscriber has it";
     let note = format!(
@@ -300,6 +302,18 @@ async fn measure(
         .note(format!(
             "(nodes + bench) CPU per commit / {cores} cores: no schedule delivers to all faster on this machine"
         )),
+    );
+
+    rows.push(
+        Row::new(
+            &bench,
+            "fan-out: node threads waiting for a CPU",
+            busy(nodes_wait),
+            "%",
+        )
+        .note(
+            "run-queue wait of all node threads / wall time (schedstat): delay from CPU contention",
+        ),
     );
 
     tokio::time::sleep(SETTLE).await;
