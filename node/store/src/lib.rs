@@ -139,12 +139,17 @@ pub async fn open(
         Err(_) => return Err(open_err("sled panicked while recovering it".to_string())),
     };
     check_identity(&db, dir, identity).await?;
+    let (max_read_bytes, max_read_entries) =
+        (config.max_log_read_bytes, config.max_log_read_entries);
+    let purges = log_store::Purges::new(&db)?;
+    let sm = StateMachineStore::open(db.clone(), dir, config, purges.clone()).await?;
     let log = LogStore::new(
-        db.clone(),
-        config.max_log_read_bytes,
-        config.max_log_read_entries,
+        db,
+        max_read_bytes,
+        max_read_entries,
+        sm.applied_watch(),
+        purges,
     )?;
-    let sm = StateMachineStore::open(db, dir, config).await?;
     Ok((log, sm))
 }
 

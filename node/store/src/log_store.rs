@@ -16,10 +16,87 @@ use openraft::{Entry, StorageIOError, Vote};
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
 
 type Vote64 = Vote<crate::NodeId>;
+
+/// Purges, shared by the log and the state machine.
+///
+/// When a follower installs a snapshot, openraft 0.9 hands the install to its state machine
+/// task and purges the log up to the snapshot at once, without waiting for the install. A crash
+/// in between leaves the purge durable and the state machine behind it, and openraft then
+/// refuses every restart (`purge_upto <= snapshot_last_log_id`). So a purge beyond the applied
+/// index while a snapshot is being received is held back and written by the install, after
+/// the installed state is flushed. Any other purge is written at once (openraft only purges
+/// what a snapshot covers, and applied entries are written to sled before the purge batch).
+pub(crate) struct Purges {
+    tree: sled::Tree,
+    /// Set when a snapshot transfer begins (`begin_receiving_snapshot`).
+    receiving: AtomicBool,
+    held: Mutex<Option<LogId>>,
+}
+
+impl Purges {
+    pub(crate) fn new(db: &sled::Db) -> Result<Arc<Self>, sled::Error> {
+        Ok(Arc::new(Purges {
+            tree: db.open_tree(keys::LOG_TREE)?,
+            receiving: AtomicBool::new(false),
+            held: Mutex::new(None),
+        }))
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<LogId>> {
+        // A plain value: a panic while holding it leaves nothing half-updated.
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn begin_receiving(&self) {
+        self.receiving.store(true, Ordering::SeqCst);
+    }
+
+    /// Called by the install once its state is flushed: writes a held purge it covers.
+    pub(crate) fn installed(&self, applied_index: u64) -> Result<(), StorageError> {
+        let mut held = self.held();
+        if let Some(log_id) = *held {
+            if log_id.index <= applied_index {
+                self.write(log_id)?;
+                *held = None;
+            }
+        }
+        self.receiving.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn request(&self, log_id: LogId, applied_index: u64) -> Result<(), StorageError> {
+        let mut held = self.held();
+        if log_id.index > applied_index && self.receiving.load(Ordering::SeqCst) {
+            *held = Some(held.map_or(log_id, |h| h.max(log_id)));
+            return Ok(());
+        }
+        self.write(log_id)
+    }
+
+    /// Marker and deletion in one atomic batch. Not flushed: if lost in a crash, the entries
+    /// reappear below the state machine, which is harmless.
+    fn write(&self, log_id: LogId) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        let marker = codec::encode(&Some(log_id)).map_err(|e| StorageIOError::write_logs(&e))?;
+        batch.insert(keys::PURGED, marker);
+        for item in self
+            .tree
+            .range(keys::log_entry(0)..=keys::log_entry(log_id.index))
+            .keys()
+        {
+            batch.remove(item.map_err(|e| StorageIOError::write_logs(&e))?);
+        }
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+}
 
 /// The Raft log store; cheap to clone (the clone is also the log reader).
 #[derive(Clone)]
@@ -33,6 +110,9 @@ struct Inner {
     flush_tx: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
     max_read_bytes: usize,
     max_read_entries: usize,
+    /// The state machine's last applied index and the purges shared with it.
+    applied: watch::Receiver<u64>,
+    purges: Arc<Purges>,
 }
 
 impl LogStore {
@@ -41,6 +121,8 @@ impl LogStore {
         db: sled::Db,
         max_read_bytes: usize,
         max_read_entries: usize,
+        applied: watch::Receiver<u64>,
+        purges: Arc<Purges>,
     ) -> Result<Self, sled::Error> {
         let tree = db.open_tree(keys::LOG_TREE)?;
         let (flush_tx, flush_rx) = mpsc::unbounded_channel();
@@ -52,6 +134,8 @@ impl LogStore {
                 flush_tx,
                 max_read_bytes: max_read_bytes.max(1),
                 max_read_entries: max_read_entries.max(1),
+                applied,
+                purges,
             }),
         })
     }
@@ -273,24 +357,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
-    /// Marker and deletion in one atomic batch. Not flushed: if lost in a crash, the entries
-    /// reappear below a state machine that was made durable before any purge, which is harmless.
+    /// See [`Purges`]: held back while a snapshot install it depends on is in flight.
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        let marker = codec::encode(&Some(log_id)).map_err(|e| StorageIOError::write_logs(&e))?;
-        batch.insert(keys::PURGED, marker);
-        for item in self
-            .inner
-            .tree
-            .range(keys::log_entry(0)..=keys::log_entry(log_id.index))
-            .keys()
-        {
-            batch.remove(item.map_err(|e| StorageIOError::write_logs(&e))?);
-        }
-        self.inner
-            .tree
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
-        Ok(())
+        let applied = *self.inner.applied.borrow();
+        self.inner.purges.request(log_id, applied)
     }
 }

@@ -15,6 +15,7 @@ pub use model::DEFAULT_PROJECT;
 use crate::codec;
 use crate::error::StoreError;
 use crate::keys;
+use crate::log_store::Purges;
 use crate::types::{
     ApiKey, AppliedChange, CommandOutcome, LogId, NodeAddr, NodeId, ProjectHead, RulesetSnapshot,
     StorageError, StoreConfig, TypeConfig, VersionRecord,
@@ -53,6 +54,8 @@ struct Shared {
     current_snapshot: Mutex<Option<StoredSnapshot>>,
     snapshot_seq: AtomicU64,
     dropper: Dropper,
+    /// The log's purges: an install writes the one held back for it.
+    purges: Arc<Purges>,
 }
 
 struct StoredSnapshot {
@@ -70,6 +73,7 @@ impl StateMachineStore {
         db: sled::Db,
         dir: &Path,
         config: StoreConfig,
+        purges: Arc<Purges>,
     ) -> Result<Self, StoreError> {
         let tree = db.open_tree(keys::SM_TREE)?;
         let view = load::load_or_init(&db, &tree, dir).await?;
@@ -89,6 +93,7 @@ impl StateMachineStore {
                 current_snapshot: Mutex::new(None),
                 snapshot_seq: AtomicU64::new(0),
                 dropper,
+                purges,
             }),
         })
     }
@@ -327,6 +332,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        self.shared.purges.begin_receiving();
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -370,6 +376,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             vec![AppliedChange::SnapshotInstalled { last_applied }],
         );
         self.set_current_snapshot(meta.clone(), bytes);
+        // Flushed above: the purge held back for this install may be written now.
+        self.shared
+            .purges
+            .installed(last_applied.map_or(0, |l| l.index))?;
         Ok(())
     }
 

@@ -181,3 +181,54 @@ async fn a_snapshot_with_a_wrong_digest_is_refused() {
         "a refused snapshot changes nothing"
     );
 }
+
+/// openraft 0.9 purges the log up to an installed snapshot without waiting for the install:
+/// that purge must not reach the disk before the installed state does, or a crash in between
+/// leaves a node openraft refuses to restart (purged beyond its state machine).
+#[tokio::test]
+async fn a_purge_for_a_snapshot_being_installed_waits_for_the_install() {
+    use openraft::storage::{RaftLogReader, RaftLogStorage};
+    use openraft::testing::blank_ent;
+    let mut a = Harness::new().await;
+    for i in 0..5 {
+        a.run(Command::Commit(commit(
+            "default",
+            vec![gate("g", json!(i))],
+            vec![],
+        )))
+        .await;
+    }
+    let snap = build(&mut a).await;
+    let upto = snap.meta.last_log_id.unwrap();
+
+    let mut b = Harness::new().await;
+    let entries: Vec<_> = (1..=3)
+        .map(|i| blank_ent::<crate::TypeConfig>(1, 1, i))
+        .collect();
+    super::log::append_and_wait(&mut b.log, entries).await;
+    let mut buf = b.sm.begin_receiving_snapshot().await.unwrap();
+    *buf = *snap.snapshot;
+    // openraft's order: the purge runs before (or while) the state machine installs.
+    b.log.purge(upto).await.unwrap();
+    assert_eq!(b.log.try_get_log_entries(..).await.unwrap().len(), 3);
+    assert_eq!(
+        b.log.get_log_state().await.unwrap().last_purged_log_id,
+        None
+    );
+    b.sm.install_snapshot(&snap.meta, buf).await.unwrap();
+    let state = b.log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(upto));
+    assert!(b.log.try_get_log_entries(..).await.unwrap().is_empty());
+
+    // Without a snapshot in flight a purge is written at once (openraft's own suite).
+    let mut c = Harness::new().await;
+    let entries: Vec<_> = (1..=3)
+        .map(|i| blank_ent::<crate::TypeConfig>(1, 1, i))
+        .collect();
+    super::log::append_and_wait(&mut c.log, entries).await;
+    c.log
+        .purge(openraft::testing::log_id(1, 1, 2))
+        .await
+        .unwrap();
+    assert_eq!(c.log.try_get_log_entries(..).await.unwrap().len(), 1);
+}
