@@ -273,3 +273,56 @@ async fn the_cli_drives_a_real_cluster() {
     let e = down.err(Some(TEST_ADMIN_KEY), &["--timeout", "2", "history"]);
     assert!(e.starts_with("error: cluster unavailable:"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_adds_promotes_and_removes_a_node() {
+    let c = Cluster::configure(ClusterOptions {
+        nodes: 4,
+        voters: Some(3),
+        ..ClusterOptions::default()
+    });
+    for id in c.ids() {
+        c.spawn(id);
+    }
+    let voters = [1, 2, 3];
+    c.wait_for_leader(&voters, WAIT).await.unwrap();
+    let endpoints = voters
+        .iter()
+        .map(|&id| format!("127.0.0.1:{}", c.ports(id).admin))
+        .collect::<Vec<_>>()
+        .join(",");
+    let cli = Cli { endpoints };
+    let p4 = c.ports(4);
+    let (raft, admin, http) = (
+        format!("127.0.0.1:{}", p4.raft),
+        format!("127.0.0.1:{}", p4.admin),
+        format!("127.0.0.1:{}", p4.http),
+    );
+    let added = cli.json(&[
+        "cluster",
+        "add-learner",
+        "--node-id",
+        "4",
+        "--raft-addr",
+        &raft,
+        "--admin-addr",
+        &admin,
+        "--http-addr",
+        &http,
+    ]);
+    assert_eq!(added["learners"], serde_json::json!([4]));
+    let promoted = cli.json(&["cluster", "promote", "4"]);
+    assert_eq!(promoted["voters"], serde_json::json!([1, 2, 3, 4]));
+    let status = cli.ok(&["cluster", "status"]);
+    assert_eq!(
+        status.lines().filter(|l| l.contains(" voter ")).count(),
+        4,
+        "{status}"
+    );
+    let removed = cli.json(&["cluster", "remove", "4"]);
+    assert_eq!(removed["voters"], serde_json::json!([1, 2, 3]));
+    let e = cli.err(Some(TEST_ADMIN_KEY), &["cluster", "promote", "9"]);
+    assert!(e.contains("node 9 is not a member"), "{e}");
+    let e = cli.err(Some(TEST_ADMIN_KEY), &["cluster", "remove", "9"]);
+    assert_eq!(e, "error: not found: node 9 is not a member");
+}
