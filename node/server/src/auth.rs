@@ -310,6 +310,24 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics_and_only_accepts_our_shape(s in ".{0,80}") {
+            if let Some((_, id)) = parse(&s) {
+                proptest::prop_assert!(s.starts_with("fr"));
+                proptest::prop_assert_eq!(id.len(), ID_HEX_DIGITS);
+                proptest::prop_assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+            }
+        }
+
+        #[test]
+        fn any_suffix_changes_the_hash(extra in "[a-zA-Z0-9_-]{1,8}") {
+            let k = generate(ApiKeyKind::Admin);
+            let altered = format!("{}{extra}", k.secret);
+            proptest::prop_assert!(!same_hash(&sha256(&altered), &k.sha256));
+        }
+    }
+
     #[test]
     fn foreign_strings_do_not_parse() {
         for s in [

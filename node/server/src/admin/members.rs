@@ -155,6 +155,40 @@ fn label(name: &str, metric: &str, label: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// What /metrics renders is what the scrape reads back, for any
+        /// project names (escaped quotes, backslashes, newlines included).
+        #[test]
+        fn rendered_metrics_round_trip(
+            term in 0u64..1_000_000,
+            applied in 0u64..1_000_000,
+            role in 0usize..5,
+            projects in proptest::collection::btree_map("[a-z\\\\\"\n]{1,8}", 0u64..1000, 0..5),
+        ) {
+            let roles = ["leader", "follower", "candidate", "learner", "shutdown"];
+            let text = crate::metrics::render(
+                &crate::metrics::Scrape {
+                    node_id: 1,
+                    role: roles[role],
+                    term,
+                    leader_id: Some(1),
+                    last_log_index: applied,
+                    commit_index: applied,
+                    applied_index: applied,
+                    snapshot_index: 0,
+                    purged_index: 0,
+                    projects: projects.iter().map(|(n, v)| (n.clone(), *v, 0)).collect(),
+                },
+                &crate::metrics::NodeMetrics::default(),
+            );
+            let s = parse_metrics(&text);
+            proptest::prop_assert_eq!(s.role.as_str(), roles[role]);
+            proptest::prop_assert_eq!((s.term, s.applied_index), (term, applied));
+            let want: HashMap<String, u64> = projects.into_iter().collect();
+            proptest::prop_assert_eq!(s.project_versions, want);
+        }
+    }
+
     #[test]
     fn metrics_text_is_parsed_for_role_term_index_and_versions() {
         let text = "# HELP x\nflagraft_raft_role{role=\"leader\"} 0\nflagraft_raft_role{role=\"follower\"} 1\n\
