@@ -128,7 +128,10 @@ mod tests {
             }
         }
 
-        /// A p% rollout passes p% of random IDs, within 4 standard deviations.
+        /// A p% rollout passes p% of random IDs, within 6 standard deviations:
+        /// over proptest's 256 cases a 4σ bound fails by chance about once in
+        /// 60 runs; 6σ about once in a million, and still catches any real bias
+        /// (a mis-read hash shifts the fraction by many σ at n = 4000).
         #[test]
         fn rollout_fraction_within_tolerance(seed in any::<u64>(), p in 1u32..100) {
             let n = 4000u32;
@@ -138,7 +141,7 @@ mod tests {
                 .count() as f64;
             let expect = n as f64 * p as f64 / 100.0;
             let sd = (n as f64 * (p as f64 / 100.0) * (1.0 - p as f64 / 100.0)).sqrt();
-            prop_assert!((passed - expect).abs() <= 4.0 * sd + 1.0,
+            prop_assert!((passed - expect).abs() <= 6.0 * sd + 1.0,
                 "passed {} expected {} sd {}", passed, expect, sd);
         }
     }
