@@ -23,6 +23,7 @@
 
 use super::handler::{authorize, etag_matches_value};
 use super::{InitializeService, RulesetSource, CLIENT_SUBPROTOCOL};
+use crate::stream::hello::{first_text_frame, End};
 use crate::stream::KeyKind;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -79,11 +80,6 @@ enum NodeMessage<'a> {
         code: u16,
         reason: &'a str,
     },
-}
-
-enum End {
-    Close(CloseCode),
-    Gone,
 }
 
 type Flow<T = ()> = Result<T, End>;
@@ -174,58 +170,44 @@ async fn open<S: RulesetSource>(
     socket: &mut WebSocket,
 ) -> Flow<Live<S>> {
     let deadline = Instant::now() + Duration::from_millis(svc.config.hello_timeout_ms);
-    // Control frames may precede the hello; a handful at most.
-    for _ in 0..16 {
-        let msg = match tokio::time::timeout_at(deadline, socket.recv()).await {
-            Err(_) => return Err(End::Close(CloseCode::Timeout)),
-            Ok(None | Some(Err(_))) => return Err(End::Gone),
-            Ok(Some(Ok(m))) => m,
-        };
-        let text = match msg {
-            Message::Text(t) => t,
-            Message::Ping(_) | Message::Pong(_) => continue,
-            Message::Close(_) => return Err(End::Gone),
-            Message::Binary(_) => return Err(End::Close(CloseCode::BadMessage)),
-        };
-        let Ok(ClientMessage::Hello {
-            key,
-            user,
-            hash,
-            have_etag,
-        }) = serde_json::from_str::<ClientMessage>(&text)
-        else {
-            return Err(End::Close(CloseCode::BadMessage));
-        };
-        if key.is_empty() || key.len() > flagraft_client::protocol::MAX_KEY_BYTES {
-            return Err(End::Close(CloseCode::Unauthorized));
-        }
-        let project = match authorize(svc, &key) {
-            Ok(p) => p,
-            Err(e) if e.code == "rate_limited" => return Err(End::Close(CloseCode::Overloaded)),
-            Err(_) => return Err(End::Close(CloseCode::Unauthorized)),
-        };
-        let hash = match hash.as_deref().map(str::parse) {
-            None => Default::default(),
-            Some(Ok(h)) => h,
-            Some(Err(_)) => return Err(End::Close(CloseCode::BadMessage)),
-        };
-        let user = parse_user(&user)?;
-        let slot = take_slot(svc).ok_or(End::Close(CloseCode::Overloaded))?;
-        let options = GcirOptions::default().with_hash(hash).with_client_key(&key);
-        return Ok(Live {
-            svc: Arc::clone(svc),
-            _slot: slot,
-            key,
-            project,
-            options,
-            user,
-            have_etag,
-            sent_version: None,
-            sent_fingerprint: None,
-            last_rx: Instant::now(),
-        });
+    let text = first_text_frame(socket, deadline).await?;
+    let Ok(ClientMessage::Hello {
+        key,
+        user,
+        hash,
+        have_etag,
+    }) = serde_json::from_str::<ClientMessage>(&text)
+    else {
+        return Err(End::Close(CloseCode::BadMessage));
+    };
+    if key.is_empty() || key.len() > flagraft_client::protocol::MAX_KEY_BYTES {
+        return Err(End::Close(CloseCode::Unauthorized));
     }
-    Err(End::Close(CloseCode::BadMessage))
+    let project = match authorize(svc, &key) {
+        Ok(p) => p,
+        Err(e) if e.code == "rate_limited" => return Err(End::Close(CloseCode::Overloaded)),
+        Err(_) => return Err(End::Close(CloseCode::Unauthorized)),
+    };
+    let hash = match hash.as_deref().map(str::parse) {
+        None => Default::default(),
+        Some(Ok(h)) => h,
+        Some(Err(_)) => return Err(End::Close(CloseCode::BadMessage)),
+    };
+    let user = parse_user(&user)?;
+    let slot = take_slot(svc).ok_or(End::Close(CloseCode::Overloaded))?;
+    let options = GcirOptions::default().with_hash(hash).with_client_key(&key);
+    Ok(Live {
+        svc: Arc::clone(svc),
+        _slot: slot,
+        key,
+        project,
+        options,
+        user,
+        have_etag,
+        sent_version: None,
+        sent_fingerprint: None,
+        last_rx: Instant::now(),
+    })
 }
 
 /// One client-side connection after its hello.

@@ -1,6 +1,7 @@
 //! One WebSocket subscriber: hello, initial sync, then pushes, heartbeats,
 //! age limit and goodbye.
 
+use super::hello::{first_text_frame, End};
 use super::hub::{EncodedDelta, Push, Registration, StreamHub};
 use super::keys::KeyKind;
 use super::source::StreamSource;
@@ -13,14 +14,6 @@ use flagraft_client::protocol::{
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
-
-/// How a connection ends.
-enum End {
-    /// Say goodbye with this code, then close.
-    Close(CloseCode),
-    /// The peer is gone or the socket failed: nothing more to say.
-    Gone,
-}
 
 type Flow<T = ()> = Result<T, End>;
 
@@ -66,35 +59,20 @@ async fn open<S: StreamSource>(
     socket: &mut WebSocket,
 ) -> Result<(Hello, String, Registration<S>), End> {
     let wait = Duration::from_millis(hub.config.hello_timeout_ms);
-    let deadline = Instant::now() + wait;
-    // Control frames may precede the hello; a handful at most.
-    for _ in 0..16 {
-        let msg = match tokio::time::timeout_at(deadline, socket.recv()).await {
-            Err(_) => return Err(End::Close(CloseCode::Timeout)),
-            Ok(None | Some(Err(_))) => return Err(End::Gone),
-            Ok(Some(Ok(m))) => m,
-        };
-        let text = match msg {
-            Message::Text(t) => t,
-            Message::Ping(_) | Message::Pong(_) => continue,
-            Message::Close(_) => return Err(End::Gone),
-            Message::Binary(_) => return Err(End::Close(CloseCode::BadMessage)),
-        };
-        let hello = match decode_client(text.as_bytes(), hub.config.max_client_message_bytes) {
-            Ok(ClientMessage::Hello(h)) => h,
-            _ => return Err(End::Close(CloseCode::BadMessage)),
-        };
-        let grant = match hub.keys.resolve(&hello.key) {
-            Some(g) if g.kind == KeyKind::Server => g,
-            _ => return Err(End::Close(CloseCode::Unauthorized)),
-        };
-        let reg = hub
-            .register(&grant.project)
-            .ok_or(End::Close(CloseCode::Overloaded))?;
-        let key = hello.key.clone();
-        return Ok((hello, key, reg));
-    }
-    Err(End::Close(CloseCode::BadMessage))
+    let text = first_text_frame(socket, Instant::now() + wait).await?;
+    let hello = match decode_client(text.as_bytes(), hub.config.max_client_message_bytes) {
+        Ok(ClientMessage::Hello(h)) => h,
+        _ => return Err(End::Close(CloseCode::BadMessage)),
+    };
+    let grant = match hub.keys.resolve(&hello.key) {
+        Some(g) if g.kind == KeyKind::Server => g,
+        _ => return Err(End::Close(CloseCode::Unauthorized)),
+    };
+    let reg = hub
+        .register(&grant.project)
+        .ok_or(End::Close(CloseCode::Overloaded))?;
+    let key = hello.key.clone();
+    Ok((hello, key, reg))
 }
 
 async fn goodbye(socket: &mut WebSocket, code: CloseCode, send_timeout: Duration) {

@@ -8,6 +8,7 @@
 
 mod config;
 mod connection;
+pub(crate) mod hello;
 mod hub;
 mod keys;
 mod poll;
