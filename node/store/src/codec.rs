@@ -41,6 +41,14 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
+/// Decodes a `T` from the start of `bytes`, ignoring what follows (e.g. the first field of a
+/// struct, since bincode writes fields in order with no header).
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, _) =
+        bincode::serde::decode_from_slice(bytes, config().with_limit::<DECODE_LIMIT>())?;
+    Ok(value)
+}
+
 /// serde adapter: a `Vec<Entity>` as a sequence of `(key, body as JSON text)`.
 pub mod entities_as_json {
     use super::*;

@@ -280,6 +280,8 @@ fn summary(metrics: &str) -> String {
                 || l.starts_with("flagraft_raft_snapshot_index")
                 || l.starts_with("flagraft_project_version")
                 || l.starts_with("flagraft_project_entities")
+                || l.starts_with("flagraft_commit_latency_seconds_sum")
+                || l.starts_with("flagraft_commit_latency_seconds_count")
         })
         .collect::<Vec<_>>()
         .join("; ")
