@@ -8,6 +8,10 @@
 //! returned), [`CompiledRuleset::compile_lenient`] keeps going like Statsig's
 //! core does (a spec that cannot be read is dropped and evaluates as
 //! unrecognised) and returns the problems alongside.
+//!
+//! A compiled ruleset shares its specs (`Arc`s in chunked tables) and name
+//! indexes (sharded maps) with its clones, so [`LiveRuleset`] can apply a
+//! delta by recompiling only what it changes (see [`incremental`]).
 
 use crate::entity::{Entity, EntityKey, EntityKind};
 use crate::model::{self, Spec};
@@ -17,7 +21,14 @@ use crate::ua::UaField;
 use crate::user::{FieldKey, IdType};
 use crate::value::DynValue;
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::sync::Arc;
+use table::{NameMap, SpecTable};
+
+pub mod incremental;
+mod table;
+
+pub use incremental::{EntityLookup, LiveRuleset};
 
 /// Where a condition's left-hand value comes from.
 #[derive(Debug)]
@@ -90,16 +101,17 @@ pub(crate) struct CSpec {
     pub version: Option<i64>,
 }
 
-/// A ruleset ready for evaluation. Immutable, `Send + Sync`.
-#[derive(Debug, Default)]
+/// A ruleset ready for evaluation. Immutable, `Send + Sync`; a clone is
+/// shallow (it shares every spec and index shard).
+#[derive(Clone, Debug, Default)]
 pub struct CompiledRuleset {
-    pub(crate) gates: Vec<CSpec>,
-    pub(crate) configs: Vec<CSpec>,
-    pub(crate) layers: Vec<CSpec>,
-    pub(crate) gate_index: HashMap<Box<str>, u32>,
-    pub(crate) config_index: HashMap<Box<str>, u32>,
-    pub(crate) layer_index: HashMap<Box<str>, u32>,
-    pub(crate) id_lists: HashMap<Box<str>, HashSet<[u8; 8]>>,
+    pub(crate) gates: SpecTable,
+    pub(crate) configs: SpecTable,
+    pub(crate) layers: SpecTable,
+    pub(crate) gate_index: NameMap<u32>,
+    pub(crate) config_index: NameMap<u32>,
+    pub(crate) layer_index: NameMap<u32>,
+    pub(crate) id_lists: NameMap<Arc<IdSet>>,
     pub(crate) app_id: Option<DynValue>,
     pub(crate) default_environment: Option<DynValue>,
 }
@@ -165,22 +177,15 @@ impl CompiledRuleset {
                 EntityKind::IdList => {
                     match id_list_members(&e.key, &e.body) {
                         Ok(set) => {
-                            rs.id_lists.insert(e.key.name.as_str().into(), set);
+                            rs.id_lists
+                                .insert(e.key.name.as_str().into(), Arc::new(set));
                         }
                         Err(p) => problems.push(p),
                     }
                     continue;
                 }
                 EntityKind::Setting => {
-                    match e.key.name.as_str() {
-                        "app_id" => rs.app_id = Some(DynValue::from_json(&e.body)),
-                        "default_environment" => {
-                            if let Value::String(s) = &e.body {
-                                rs.default_environment = Some(DynValue::from_str_value(s));
-                            }
-                        }
-                        _ => {}
-                    }
+                    rs.set_setting(&e.key.name, Some(&e.body));
                     continue;
                 }
             };
@@ -202,20 +207,35 @@ impl CompiledRuleset {
             rs: &rs,
             problems: &mut problems,
         };
-        let g: Vec<CSpec> = gates.iter().map(|s| cx.spec(EntityKind::Gate, s)).collect();
-        let c: Vec<CSpec> = configs
+        let g = gates.iter().map(|s| cx.spec(EntityKind::Gate, s)).collect();
+        let c = configs
             .iter()
             .map(|s| cx.spec(EntityKind::Config, s))
             .collect();
-        let l: Vec<CSpec> = layers
+        let l = layers
             .iter()
             .map(|s| cx.spec(EntityKind::Layer, s))
             .collect();
-        rs.gates = g;
-        rs.configs = c;
-        rs.layers = l;
+        rs.gates = SpecTable::from_vec(g);
+        rs.configs = SpecTable::from_vec(c);
+        rs.layers = SpecTable::from_vec(l);
         crate::validate::check_references(&rs, &gates, &configs, &layers, &mut problems);
         (rs, problems)
+    }
+
+    /// A top-level setting entity changed (`None`: deleted). Only `app_id`
+    /// and `default_environment` matter to evaluation.
+    pub(crate) fn set_setting(&mut self, name: &str, body: Option<&Value>) {
+        match name {
+            "app_id" => self.app_id = body.map(DynValue::from_json),
+            "default_environment" => {
+                self.default_environment = match body {
+                    Some(Value::String(s)) => Some(DynValue::from_str_value(s)),
+                    _ => None,
+                }
+            }
+            _ => {}
+        }
     }
 
     pub fn gate_names(&self) -> impl Iterator<Item = &str> {
@@ -251,7 +271,10 @@ impl CompiledRuleset {
     }
 }
 
-fn id_list_members(key: &EntityKey, body: &Value) -> Result<HashSet<[u8; 8]>, ValidationError> {
+/// The members of one ID list: hashed IDs.
+pub(crate) type IdSet = HashSet<[u8; 8]>;
+
+pub(crate) fn id_list_members(key: &EntityKey, body: &Value) -> Result<IdSet, ValidationError> {
     let ids = body.get("ids").and_then(Value::as_array).ok_or_else(|| {
         ValidationError::error(
             Some(key),
@@ -283,13 +306,15 @@ fn id_list_members(key: &EntityKey, body: &Value) -> Result<HashSet<[u8; 8]>, Va
     Ok(set)
 }
 
-struct Compiler<'a> {
-    rs: &'a CompiledRuleset,
-    problems: &'a mut Vec<ValidationError>,
+/// Compiles specs against the name indexes of `rs` (which must already
+/// hold every spec that will be in the ruleset).
+pub(crate) struct Compiler<'a> {
+    pub rs: &'a CompiledRuleset,
+    pub problems: &'a mut Vec<ValidationError>,
 }
 
 impl Compiler<'_> {
-    fn spec(&mut self, kind: EntityKind, s: &Spec) -> CSpec {
+    pub fn spec(&mut self, kind: EntityKind, s: &Spec) -> CSpec {
         let key = EntityKey::new(kind, s.name.clone());
         // Disabled specs: Statsig's servers strip their rules (format doc
         // §2.4); v1 documents still carry them, so strip them here.

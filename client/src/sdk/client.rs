@@ -165,7 +165,7 @@ impl Client {
                 ruleset_version: state.version,
             };
         }
-        let r = state.compiled.check_gate(user, name, &self.shared().eval);
+        let r = state.compiled().check_gate(user, name, &self.shared().eval);
         GateEvaluation {
             name: name.to_string(),
             value: r.value,
@@ -200,10 +200,10 @@ impl Client {
         }
         let opts = &self.shared().eval;
         let r = match kind {
-            OverrideKind::Layer => state.compiled.get_layer(user, name, opts),
-            OverrideKind::Experiment => state.compiled.get_experiment(user, name, opts),
+            OverrideKind::Layer => state.compiled().get_layer(user, name, opts),
+            OverrideKind::Experiment => state.compiled().get_experiment(user, name, opts),
             OverrideKind::Config | OverrideKind::Gate => {
-                state.compiled.get_config(user, name, opts)
+                state.compiled().get_config(user, name, opts)
             }
         };
         config_eval(name, r, state.version)
@@ -285,9 +285,9 @@ impl Client {
         use crate::gcir::{ClientMeta, ClientUser, ClientView};
         let user = ClientUser::from_json(user)?;
         let state = self.shared().state.load();
-        let meta = ClientMeta::new(&state.compiled, state.entities());
+        let meta = ClientMeta::new(state.compiled(), state.entities());
         let view = ClientView {
-            ruleset: &state.compiled,
+            ruleset: state.compiled(),
             meta: &meta,
             time_ms: state.commit_time_ms,
             eval: &self.shared().eval,

@@ -1,13 +1,33 @@
 //! One immutable version of the ruleset as the SDK holds it: entities with
 //! their hashes, the running digest, and the evaluator's compiled form.
 //! Each applied message produces a new `RulesetState`, swapped in atomically.
+//!
+//! A delta costs what it changes: the entity map is persistent (`imbl`), and
+//! the compiled form is updated by [`LiveRuleset::apply`], which recompiles
+//! only the changed entities and the specs whose references they affect.
 
-use crate::compile::CompiledRuleset;
+use crate::compile::{CompiledRuleset, EntityLookup, LiveRuleset};
 use crate::digest::{entity_key_hash, RulesetDigest};
 use crate::entity::{Entity, EntityKey};
 use crate::protocol::{Delta, Snapshot};
-use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// Entities with their hashes, shared between versions.
+pub(crate) type EntityMap = imbl::OrdMap<EntityKey, (Arc<Entity>, [u8; 32])>;
+
+impl EntityLookup for EntityMap {
+    fn entity(&self, key: &EntityKey) -> Option<&Entity> {
+        self.get(key).map(|(e, _)| &**e)
+    }
+
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn all(&self) -> Box<dyn Iterator<Item = &Entity> + '_> {
+        Box::new(self.values().map(|(e, _)| &**e))
+    }
+}
 
 /// Where the state the SDK evaluates against came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,8 +61,8 @@ pub struct RulesetState {
     pub digest: RulesetDigest,
     pub commit_time_ms: u64,
     pub source: StateSource,
-    pub(crate) entities: BTreeMap<EntityKey, (Arc<Entity>, [u8; 32])>,
-    pub(crate) compiled: CompiledRuleset,
+    pub(crate) entities: EntityMap,
+    pub(crate) live: LiveRuleset,
     /// Problems the lenient compiler found (specs it left out).
     pub problems: usize,
 }
@@ -64,8 +84,9 @@ impl RulesetState {
             0,
             0,
             StateSource::Empty,
-            BTreeMap::new(),
+            EntityMap::new(),
             RulesetDigest::EMPTY,
+            None,
         )
     }
 
@@ -77,7 +98,7 @@ impl RulesetState {
         entities: Vec<Entity>,
         expected: Option<RulesetDigest>,
     ) -> Result<Self, ApplyError> {
-        let mut map = BTreeMap::new();
+        let mut map = EntityMap::new();
         let mut digest = RulesetDigest::EMPTY;
         for e in entities {
             let h = entity_key_hash(&e.key, &e.body);
@@ -95,7 +116,14 @@ impl RulesetState {
                 });
             }
         }
-        Ok(Self::build(version, commit_time_ms, source, map, digest))
+        Ok(Self::build(
+            version,
+            commit_time_ms,
+            source,
+            map,
+            digest,
+            None,
+        ))
     }
 
     pub fn from_snapshot(s: Snapshot) -> Result<Self, ApplyError> {
@@ -121,13 +149,16 @@ impl RulesetState {
         }
         let mut map = self.entities.clone();
         let mut digest = self.digest;
-        for key in &d.deletes {
-            if let Some((_, h)) = map.remove(key) {
+        let mut changed: Vec<EntityKey> = Vec::with_capacity(d.deletes.len() + d.upserts.len());
+        for key in d.deletes {
+            if let Some((_, h)) = map.remove(&key) {
                 digest.remove(&h);
             }
+            changed.push(key);
         }
         for e in d.upserts {
             let h = entity_key_hash(&e.key, &e.body);
+            changed.push(e.key.clone());
             if let Some((_, old)) = map.insert(e.key.clone(), (Arc::new(e), h)) {
                 digest.remove(&old);
             }
@@ -140,36 +171,40 @@ impl RulesetState {
                 computed: digest,
             });
         }
+        let changed: Vec<&EntityKey> = changed.iter().collect();
+        let live = self.live.apply(&map, &changed);
         Ok(Self::build(
             d.to_version,
             d.commit_time_ms,
             StateSource::Network,
             map,
             digest,
+            Some(live),
         ))
     }
 
+    /// `live`: the compiled form of `entities` when already known.
     fn build(
         version: u64,
         commit_time_ms: u64,
         source: StateSource,
-        entities: BTreeMap<EntityKey, (Arc<Entity>, [u8; 32])>,
+        entities: EntityMap,
         digest: RulesetDigest,
+        live: Option<LiveRuleset>,
     ) -> Self {
-        let (compiled, problems) =
-            CompiledRuleset::compile_lenient(entities.values().map(|(e, _)| &**e));
+        let live = live.unwrap_or_else(|| LiveRuleset::build(&entities));
         RulesetState {
             version,
             digest,
             commit_time_ms,
             source,
             entities,
-            compiled,
-            problems: problems.len(),
+            problems: live.problem_count(),
+            live,
         }
     }
 
-    /// The same rules, marked as coming from `source`.
+    /// The same rules, marked as coming from `source` (shares everything).
     pub(crate) fn with_source(&self, source: StateSource) -> Self {
         Self::build(
             self.version,
@@ -177,7 +212,13 @@ impl RulesetState {
             source,
             self.entities.clone(),
             self.digest,
+            Some(self.live.clone()),
         )
+    }
+
+    /// The evaluator's form of these rules.
+    pub fn compiled(&self) -> &CompiledRuleset {
+        self.live.compiled()
     }
 
     pub fn entity_count(&self) -> usize {

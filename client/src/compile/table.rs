@@ -1,0 +1,270 @@
+//! The two containers a [`CompiledRuleset`](super::CompiledRuleset) keeps
+//! its specs in, built so that a new version shares everything it does not
+//! change with the previous one:
+//!
+//! * [`SpecTable`]: specs by slot (the index nested gates and delegates
+//!   compile to), in chunks of [`CHUNK`] `Arc`s. Replacing one spec copies
+//!   one chunk and the chunk list (n / 64 pointers), never the specs.
+//! * [`NameMap`]: names to values, in [`SHARDS`] independently shared hash
+//!   maps. Changing one name copies one shard (n / 64 entries of `Arc<str>`
+//!   keys) and the shard list.
+//!
+//! Both keep reads as cheap as a plain `Vec` / `HashMap`: a lookup is one
+//! more pointer hop (and, for names, a short word-at-a-time hash to pick the
+//! shard), which the eval bench does not see.
+
+use super::CSpec;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+/// Slots per chunk of a [`SpecTable`].
+pub(crate) const CHUNK: usize = 64;
+/// Shards of a [`NameMap`].
+pub(crate) const SHARDS: usize = 64;
+
+type Chunk = Vec<Option<Arc<CSpec>>>;
+
+/// Specs by slot. A slot may be empty (a deleted spec whose slot waits for
+/// reuse); nothing compiled refers to an empty slot, and iteration skips it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SpecTable {
+    chunks: Vec<Arc<Chunk>>,
+    slots: usize,
+}
+
+impl SpecTable {
+    pub fn from_vec(specs: Vec<CSpec>) -> Self {
+        let mut t = SpecTable::default();
+        for s in specs {
+            let slot = t.push_empty();
+            t.set(slot, Some(Arc::new(s)));
+        }
+        t
+    }
+
+    /// Number of slots (filled or empty): every index below it is valid.
+    pub fn len(&self) -> usize {
+        self.slots
+    }
+
+    pub fn get(&self, slot: u32) -> Option<&CSpec> {
+        let i = slot as usize;
+        self.chunks.get(i / CHUNK)?.get(i % CHUNK)?.as_deref()
+    }
+
+    /// A new empty slot at the end.
+    pub fn push_empty(&mut self) -> u32 {
+        let i = self.slots;
+        if i.is_multiple_of(CHUNK) {
+            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
+        }
+        if let Some(last) = self.chunks.last_mut() {
+            Arc::make_mut(last).push(None);
+        }
+        self.slots += 1;
+        i as u32
+    }
+
+    /// Fill or empty an existing slot (copy-on-write of its chunk only).
+    pub fn set(&mut self, slot: u32, spec: Option<Arc<CSpec>>) {
+        let i = slot as usize;
+        if let Some(chunk) = self.chunks.get_mut(i / CHUNK) {
+            if let Some(cell) = Arc::make_mut(chunk).get_mut(i % CHUNK) {
+                *cell = spec;
+            }
+        }
+    }
+
+    /// The filled slots, in slot order.
+    pub fn iter(&self) -> SpecIter<'_> {
+        SpecIter {
+            chunks: self.chunks.iter(),
+            cells: [].iter(),
+        }
+    }
+}
+
+/// What an index into an empty slot reads. Compiled references never point
+/// to one (their holders are recompiled when a slot is emptied), so this is
+/// only a panic-free answer to a bug.
+fn placeholder() -> &'static CSpec {
+    static EMPTY: OnceLock<CSpec> = OnceLock::new();
+    EMPTY.get_or_init(|| CSpec {
+        name: "".into(),
+        entity: "".into(),
+        enabled: false,
+        default_bool: false,
+        default_json: serde_json::Value::Object(Default::default()),
+        id_type: "".into(),
+        rules: Box::default(),
+        is_active: false,
+        is_in_layer: false,
+        explicit_parameters: Box::default(),
+        version: None,
+    })
+}
+
+impl std::ops::Index<usize> for SpecTable {
+    type Output = CSpec;
+
+    fn index(&self, i: usize) -> &CSpec {
+        match u32::try_from(i).ok().and_then(|slot| self.get(slot)) {
+            Some(s) => s,
+            None => placeholder(),
+        }
+    }
+}
+
+pub(crate) struct SpecIter<'a> {
+    chunks: std::slice::Iter<'a, Arc<Chunk>>,
+    cells: std::slice::Iter<'a, Option<Arc<CSpec>>>,
+}
+
+impl<'a> Iterator for SpecIter<'a> {
+    type Item = &'a CSpec;
+
+    fn next(&mut self) -> Option<&'a CSpec> {
+        loop {
+            if let Some(s) = self.cells.by_ref().flatten().next() {
+                return Some(s);
+            }
+            self.cells = self.chunks.next()?.iter();
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a SpecTable {
+    type Item = &'a CSpec;
+    type IntoIter = SpecIter<'a>;
+
+    fn into_iter(self) -> SpecIter<'a> {
+        self.iter()
+    }
+}
+
+type Shard<V> = Arc<HashMap<Arc<str>, V>>;
+
+/// Names to values, sharded so that a change copies one shard.
+#[derive(Clone, Debug)]
+pub(crate) struct NameMap<V> {
+    shards: Arc<[Shard<V>; SHARDS]>,
+}
+
+impl<V> Default for NameMap<V> {
+    fn default() -> Self {
+        NameMap {
+            shards: Arc::new(std::array::from_fn(|_| Arc::new(HashMap::new()))),
+        }
+    }
+}
+
+/// Shard of a name: an FxHash-style word-at-a-time mix (only spreads names
+/// over shards; each shard is a std `HashMap` with its own keyed hasher).
+fn shard_of(name: &str) -> usize {
+    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+    let mut h = name.len() as u64;
+    let mut words = name.as_bytes().chunks_exact(8);
+    for w in words.by_ref() {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(K);
+    }
+    let mut b = [0u8; 8];
+    let rest = words.remainder();
+    b[..rest.len()].copy_from_slice(rest);
+    h = (h.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(K);
+    (h >> 58) as usize % SHARDS
+}
+
+impl<V: Clone> NameMap<V> {
+    pub fn get(&self, name: &str) -> Option<&V> {
+        self.shards[shard_of(name)].get(name)
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    pub fn insert(&mut self, name: Arc<str>, value: V) {
+        let shard = &mut Arc::make_mut(&mut self.shards)[shard_of(&name)];
+        Arc::make_mut(shard).insert(name, value);
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        let i = shard_of(name);
+        if !self.shards[i].contains_key(name) {
+            return;
+        }
+        let shard = &mut Arc::make_mut(&mut self.shards)[i];
+        Arc::make_mut(shard).remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str) -> CSpec {
+        CSpec {
+            name: name.into(),
+            ..placeholder_clone()
+        }
+    }
+
+    fn placeholder_clone() -> CSpec {
+        let p = placeholder();
+        CSpec {
+            name: p.name.clone(),
+            entity: p.entity.clone(),
+            enabled: p.enabled,
+            default_bool: p.default_bool,
+            default_json: p.default_json.clone(),
+            id_type: p.id_type.clone(),
+            rules: Box::default(),
+            is_active: false,
+            is_in_layer: false,
+            explicit_parameters: Box::default(),
+            version: None,
+        }
+    }
+
+    #[test]
+    fn table_shares_untouched_chunks_and_skips_empty_slots() {
+        let specs: Vec<CSpec> = (0..200).map(|i| spec(&format!("g{i}"))).collect();
+        let a = SpecTable::from_vec(specs);
+        let mut b = a.clone();
+        b.set(3, None);
+        b.set(150, Some(Arc::new(spec("new"))));
+        assert_eq!(a.iter().count(), 200);
+        assert_eq!(b.iter().count(), 199);
+        assert_eq!(&*a[150].name, "g150");
+        assert_eq!(&*b[150].name, "new");
+        assert_eq!(&*b[3].name, "", "an empty slot reads as the placeholder");
+        assert_eq!(
+            &*b[10_000].name, "",
+            "out of range reads as the placeholder"
+        );
+        // Chunk 1 (slots 64..128) was not touched: still the same allocation.
+        assert!(Arc::ptr_eq(&a.chunks[1], &b.chunks[1]));
+        assert!(!Arc::ptr_eq(&a.chunks[0], &b.chunks[0]));
+    }
+
+    #[test]
+    fn name_map_copies_one_shard_per_change() {
+        let mut a = NameMap::default();
+        for i in 0..1000u32 {
+            a.insert(format!("gate_{i}").into(), i);
+        }
+        let mut b = a.clone();
+        b.insert("fresh".into(), 7);
+        b.remove("gate_5");
+        b.remove("missing");
+        assert_eq!(a.get("gate_5"), Some(&5));
+        assert_eq!(b.get("gate_5"), None);
+        assert_eq!(b.get("fresh"), Some(&7));
+        let shared = (0..SHARDS)
+            .filter(|&i| Arc::ptr_eq(&a.shards[i], &b.shards[i]))
+            .count();
+        assert!(shared >= SHARDS - 2, "{shared} shards shared");
+    }
+}
