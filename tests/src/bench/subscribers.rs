@@ -10,6 +10,13 @@
 //! the last digest it was sent, as the SDK does. Reconnects follow the SDK's
 //! policy: the next endpoint, after the SDK's backoff (100 ms base, jittered)
 //! on a network failure or a jittered 0–250 ms on a "reconnect now" close.
+//!
+//! The fleet shares the machine's cores with the nodes, so it is kept cheap per
+//! message: one single-threaded runtime per core (no work stealing, no
+//! cross-thread wake-ups), and a delta's header (`from_version`, `to_version`,
+//! `digest`) read from the fixed places the node's encoder puts it, with a
+//! full JSON parse of the header fields only when the text does not have that
+//! shape.
 
 use flagraft_client::protocol::{CloseCode, Reaction, STREAM_PATH, SUBPROTOCOL};
 use futures_util::{SinkExt, StreamExt};
@@ -20,7 +27,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -61,10 +67,10 @@ pub struct Fleet {
     initial: Semaphore,
 }
 
-/// The driving side: subscriber tasks and the "version reached by all" feed.
+/// The driving side: subscriber threads and the "version reached by all" feed.
 pub struct FleetHandle {
     pub fleet: Arc<Fleet>,
-    tasks: Vec<JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
     done_rx: mpsc::UnboundedReceiver<(u64, Instant)>,
     seen: std::collections::HashMap<u64, Instant>,
 }
@@ -111,19 +117,33 @@ impl Fleet {
         (fleet, done_rx)
     }
 
-    /// Spawns `total` subscribers, subscriber `i` starting on endpoint `i % n`.
-    pub fn spawn(total: usize, key: &str, endpoints: Vec<(u64, u16)>) -> FleetHandle {
+    /// Spawns `total` subscribers, subscriber `i` starting on endpoint `i % n`,
+    /// over one single-threaded runtime per core.
+    pub fn spawn(
+        total: usize,
+        key: &str,
+        endpoints: Vec<(u64, u16)>,
+    ) -> std::io::Result<FleetHandle> {
         let (fleet, done_rx) = Fleet::new(total, key, endpoints, MAX_TRACKED_VERSION);
         let fleet = Arc::new(fleet);
-        let tasks = (0..total)
-            .map(|i| tokio::spawn(subscriber(fleet.clone(), i)))
-            .collect();
-        FleetHandle {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = (0..cores)
+            .map(|t| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let fleet = Arc::clone(&fleet);
+                std::thread::Builder::new()
+                    .name(format!("subscribers-{t}"))
+                    .spawn(move || rt.block_on(run_share(fleet, t, cores)))
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(FleetHandle {
             fleet,
-            tasks,
+            threads,
             done_rx,
             seen: std::collections::HashMap::new(),
-        }
+        })
     }
 
     pub fn total(&self) -> usize {
@@ -193,16 +213,32 @@ impl FleetHandle {
         }
     }
 
-    /// Stops every subscriber (close frames sent) and waits for the tasks.
-    pub async fn stop(mut self) {
+    /// Stops every subscriber (close frames sent) and waits for the threads
+    /// (each aborts what has not stopped after [`STOP_TIMEOUT`]).
+    pub async fn stop(self) {
         self.fleet.stop.send_replace(true);
-        let all = futures_util::future::join_all(self.tasks.iter_mut());
-        if tokio::time::timeout(STOP_TIMEOUT, all).await.is_err() {
-            for t in &self.tasks {
-                t.abort();
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
             }
-        }
+        })
+        .await;
     }
+}
+
+/// One thread's share of the fleet (subscribers `t`, `t + threads`, ...),
+/// until the fleet is stopped.
+async fn run_share(fleet: Arc<Fleet>, t: usize, threads: usize) {
+    let mut stop = fleet.stop.subscribe();
+    let tasks: Vec<_> = (t..fleet.total)
+        .step_by(threads.max(1))
+        .map(|i| tokio::spawn(subscriber(Arc::clone(&fleet), i)))
+        .collect();
+    stopped(&mut stop).await;
+    let all = futures_util::future::join_all(tasks);
+    // Dropping the runtime after the timeout cancels whatever is left.
+    let _ = tokio::time::timeout(STOP_TIMEOUT, all).await;
 }
 
 /// How a session ended.
@@ -215,7 +251,8 @@ enum End {
 /// The state a subscriber keeps across sessions.
 struct Held {
     version: u64,
-    digest: Option<String>,
+    /// The digest after `version` (empty: none), its buffer reused.
+    digest: String,
 }
 
 async fn subscriber(fleet: Arc<Fleet>, i: usize) {
@@ -223,7 +260,7 @@ async fn subscriber(fleet: Arc<Fleet>, i: usize) {
     let mut at = i % n.max(1);
     let mut held = Held {
         version: 0,
-        digest: None,
+        digest: String::new(),
     };
     let mut attempt: u32 = 0;
     let mut first = true;
@@ -284,8 +321,8 @@ fn hello(key: &str, held: &Held) -> String {
     let mut v = serde_json::json!({"type": "hello", "key": key, "sdk": "flagraft-bench"});
     if held.version > 0 {
         v["have_version"] = held.version.into();
-        if let Some(d) = &held.digest {
-            v["have_digest"] = d.as_str().into();
+        if !held.digest.is_empty() {
+            v["have_digest"] = held.digest.as_str().into();
         }
     }
     v.to_string()
@@ -353,6 +390,16 @@ async fn session(
             Some(Ok(_)) => continue,
             Some(Err(_)) | None => break End::Failed,
         };
+        if let Some(d) = DeltaHeader::read(text.as_str()) {
+            // The hot path: every commit, every subscriber.
+            if d.from != held.version {
+                fleet.violations.fetch_add(1, Ordering::Relaxed);
+                held.digest.clear();
+                break End::Failed;
+            }
+            apply(fleet, i, held, d.to, d.digest);
+            continue;
+        }
         let Ok(h) = serde_json::from_str::<Header>(text.as_str()) else {
             fleet.violations.fetch_add(1, Ordering::Relaxed);
             break End::Failed;
@@ -374,12 +421,12 @@ async fn session(
                 if h.more == Some(true) {
                     pending_snapshot = Some((v, d.into_owned()));
                 } else {
-                    apply(fleet, i, held, v, d.into_owned());
+                    apply(fleet, i, held, v, &d);
                 }
             }
             "snapshot_part" if h.more != Some(true) => {
                 if let Some((v, d)) = pending_snapshot.take() {
-                    apply(fleet, i, held, v, d);
+                    apply(fleet, i, held, v, &d);
                 }
             }
             "delta" => {
@@ -391,10 +438,10 @@ async fn session(
                 if from != held.version {
                     fleet.violations.fetch_add(1, Ordering::Relaxed);
                     // Start over from a snapshot, as the SDK would.
-                    held.digest = None;
+                    held.digest.clear();
                     break End::Failed;
                 }
-                apply(fleet, i, held, to, d.into_owned());
+                apply(fleet, i, held, to, &d);
             }
             "heartbeat" if !synced => {
                 // The node sends its first heartbeat right after the initial sync.
@@ -412,10 +459,51 @@ async fn session(
     end
 }
 
-fn apply(fleet: &Fleet, i: usize, held: &mut Held, version: u64, digest: String) {
+fn apply(fleet: &Fleet, i: usize, held: &mut Held, version: u64, digest: &str) {
     fleet.advance(i, held.version, version);
     held.version = held.version.max(version);
-    held.digest = Some(digest);
+    held.digest.clear();
+    held.digest.push_str(digest);
+}
+
+/// A delta's header, read without parsing its entities.
+#[derive(Debug, PartialEq)]
+struct DeltaHeader<'a> {
+    from: u64,
+    to: u64,
+    digest: &'a str,
+}
+
+impl<'a> DeltaHeader<'a> {
+    const PREFIX: &'static str = r#"{"type":"delta","from_version":"#;
+    const TO: &'static str = r#","to_version":"#;
+    const DIGEST: &'static str = r#","digest":""#;
+    const END: &'static str = r#""}"#;
+    const DIGEST_HEX: usize = 64;
+
+    /// The header of a delta laid out as the node's encoder writes it (tag and
+    /// versions first, digest last); None for anything else, which then gets
+    /// a JSON parse.
+    fn read(text: &'a str) -> Option<DeltaHeader<'a>> {
+        let rest = text.strip_prefix(Self::PREFIX)?;
+        let (from, rest) = leading_u64(rest)?;
+        let (to, _) = leading_u64(rest.strip_prefix(Self::TO)?)?;
+        let body = text.strip_suffix(Self::END)?;
+        let split = body.len().checked_sub(Self::DIGEST_HEX)?;
+        let digest = body.get(split..)?;
+        body.get(..split)?.strip_suffix(Self::DIGEST)?;
+        digest
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit())
+            .then_some(DeltaHeader { from, to, digest })
+    }
+}
+
+/// A decimal u64 at the start of `s`, and what follows it.
+fn leading_u64(s: &str) -> Option<(u64, &str)> {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let n = s.get(..digits)?.parse().ok()?;
+    Some((n, &s[digits..]))
 }
 
 #[cfg(test)]
@@ -437,14 +525,14 @@ mod tests {
     fn hello_resumes_only_with_a_version() {
         let fresh = Held {
             version: 0,
-            digest: None,
+            digest: String::new(),
         };
         let v: serde_json::Value = serde_json::from_str(&hello("k", &fresh)).unwrap();
         assert_eq!(v["type"], "hello");
         assert!(v.get("have_version").is_none());
         let resumed = Held {
             version: 7,
-            digest: Some("ab".repeat(32)),
+            digest: "ab".repeat(32),
         };
         let v: serde_json::Value = serde_json::from_str(&hello("k", &resumed)).unwrap();
         assert_eq!(v["have_version"], 7);
@@ -460,6 +548,68 @@ mod tests {
         assert_eq!(h.kind, "delta");
         assert_eq!((h.from_version, h.to_version), (Some(3), Some(4)));
         assert_eq!(h.digest.as_deref(), Some("00"));
+    }
+
+    #[test]
+    fn the_fast_header_reads_what_the_node_encodes() {
+        use flagraft_client::digest::RulesetDigest;
+        use flagraft_client::entity::{Entity, EntityKey, EntityKind};
+        use flagraft_client::protocol::{encode_server, Delta, ServerMessage};
+        let mut digest = RulesetDigest::default();
+        let gate = Entity {
+            key: EntityKey::new(EntityKind::Gate, "g\"}"),
+            body: serde_json::json!({"rules": [{"digest": "x"}], "pad": "}\"digest\":\""}),
+        };
+        digest.add(&[7u8; 32]);
+        let msg = ServerMessage::Delta(Delta {
+            from_version: 41,
+            to_version: 42,
+            commit_time_ms: 7,
+            upserts: vec![gate],
+            deletes: vec![EntityKey::new(EntityKind::Config, "c")],
+            digest,
+        });
+        let text = encode_server(&msg).unwrap();
+        let fast = DeltaHeader::read(&text).expect("the encoder's layout");
+        let slow: Header = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            (Some(fast.from), Some(fast.to)),
+            (slow.from_version, slow.to_version)
+        );
+        assert_eq!(Some(fast.digest), slow.digest.as_deref());
+    }
+
+    #[test]
+    fn the_fast_header_leaves_other_shapes_to_the_json_parser() {
+        let d = "ab".repeat(32);
+        for text in [
+            r#"{"type":"heartbeat","head_version":3,"time_ms":1}"#.to_string(),
+            format!(r#"{{"type":"delta","to_version":4,"from_version":3,"digest":"{d}"}}"#),
+            format!(
+                r#"{{"type":"delta","from_version":3,"to_version":4,"digest":"{}"}}"#,
+                &d[1..]
+            ),
+            format!(r#"{{"type":"delta","from_version":,"to_version":4,"digest":"{d}"}}"#),
+            format!(r#"{{"type":"delta","from_version":3,"to_version":4,"digest":"{d}","x":1}}"#),
+            format!(
+                r#"{{"type":"delta","from_version":3,"to_version":4,"digest":"{}zz"}}"#,
+                &d[2..]
+            ),
+            "{\"type\":\"delta\",\"from_version\":3,\"to_version\":4é".to_string(),
+        ] {
+            assert_eq!(DeltaHeader::read(&text), None, "{text}");
+        }
+        let ok = format!(
+            r#"{{"type":"delta","from_version":3,"to_version":4,"upserts":[],"deletes":[],"digest":"{d}"}}"#
+        );
+        assert_eq!(
+            DeltaHeader::read(&ok),
+            Some(DeltaHeader {
+                from: 3,
+                to: 4,
+                digest: &d
+            })
+        );
     }
 
     #[test]

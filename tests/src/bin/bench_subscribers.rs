@@ -136,7 +136,7 @@ async fn run(args: Args) -> anyhow::Result<Vec<Row>> {
 
     let endpoints = ids.iter().map(|&id| (id, c.ports(id).http)).collect();
     let connect_started = Instant::now();
-    let mut fleet = Fleet::spawn(total, KEY, endpoints);
+    let mut fleet = Fleet::spawn(total, KEY, endpoints).context("subscriber threads")?;
     let run = measure(
         &c,
         &mut fleet,

@@ -1,65 +1,163 @@
 //! One WebSocket subscriber: hello, initial sync, then pushes, heartbeats,
 //! age limit and goodbye.
+//!
+//! The connection reads client frames with tungstenite and writes through its
+//! [`Outbox`], which it shares with the hub: new deltas of a caught-up
+//! connection are written by the fan-out itself; this task handles the rest
+//! (initial sync, gaps, resyncs, key checks, heartbeats, flushing a backlog).
 
-use super::hello::{first_text_frame, End};
+use super::frame;
+use super::hello::End;
 use super::hub::{EncodedDelta, Push, Registration, StreamHub};
 use super::keys::KeyKind;
+use super::outbox::{Outbox, OutboxWriter};
 use super::source::StreamSource;
 use super::sync::{deltas_after, plan, Start, HISTORY_PAGE};
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::body::Bytes;
 use flagraft_client::protocol::{
     decode_client, encode_server, Behind, ClientMessage, CloseCode, Goodbye, Heartbeat, Hello,
     HistoryGone, ServerMessage, SnapshotReason, Welcome,
 };
+use futures_util::StreamExt;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf};
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
 
 type Flow<T = ()> = Result<T, End>;
 
+/// The socket as tungstenite sees it: reads from the socket, writes (its
+/// pongs and close replies) into the outbox.
+pub(crate) struct Duplex<T> {
+    read: ReadHalf<T>,
+    write: OutboxWriter,
+}
+
+impl<T: AsyncRead + AsyncWrite> AsyncRead for Duplex<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl<T> AsyncWrite for Duplex<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.write).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.write).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.write).poll_shutdown(cx)
+    }
+}
+
+type Ws<T> = WebSocketStream<Duplex<T>>;
+
+fn ws_config(c: &super::config::StreamConfig) -> WebSocketConfig {
+    // tungstenite only writes control frames here: no write buffer to speak of.
+    WebSocketConfig::default()
+        .read_buffer_size(c.read_buffer_bytes)
+        .write_buffer_size(0)
+        .max_write_buffer_size(c.max_write_buffer_bytes.max(1))
+        .max_message_size(Some(c.max_client_message_bytes))
+        .max_frame_size(Some(c.max_client_message_bytes))
+}
+
 /// Serve one upgraded connection to its end.
-pub(crate) async fn run<S: StreamSource>(
-    hub: Arc<StreamHub<S>>,
-    mut socket: WebSocket,
-    protocol_ok: bool,
-) {
+pub(crate) async fn run<S, T>(hub: Arc<StreamHub<S>>, io: T, protocol_ok: bool)
+where
+    S: StreamSource,
+    T: AsyncRead + AsyncWrite + Send + 'static,
+{
     let send_timeout = Duration::from_millis(hub.config.send_timeout_ms);
+    let (read, write) = tokio::io::split(io);
+    let outbox = Outbox::new(Box::pin(write), hub.config.backlog);
+    let duplex = Duplex {
+        read,
+        write: OutboxWriter(Arc::clone(&outbox)),
+    };
+    let mut ws =
+        WebSocketStream::from_raw_socket(duplex, Role::Server, Some(ws_config(&hub.config))).await;
     let opened = if !protocol_ok {
         Err(End::Close(CloseCode::UnsupportedProtocol))
     } else if hub.is_shutting_down() {
         Err(End::Close(CloseCode::ShuttingDown))
     } else {
-        open(&hub, &mut socket).await
+        open(&hub, &mut ws, &outbox).await
     };
     let ended = match opened {
         Ok((hello, key, reg)) => {
             let mut conn = Conn {
                 project: Arc::clone(reg.project()),
                 hub,
-                socket,
-                reg,
+                ws,
+                outbox: Arc::clone(&outbox),
+                _reg: reg,
                 key,
-                version: 0,
                 last_rx: Instant::now(),
+                send_timeout,
             };
-            let end = conn.serve(hello).await.err().unwrap_or(End::Gone);
-            socket = conn.socket;
-            end
+            conn.serve(hello).await.err().unwrap_or(End::Gone)
         }
         Err(end) => end,
     };
-    if let End::Close(code) = ended {
-        goodbye(&mut socket, code, send_timeout).await;
+    let deadline = Instant::now() + send_timeout;
+    match ended {
+        End::Close(code) => goodbye(&outbox, code, deadline).await,
+        // Only what is already queued (e.g. a close reply), without waiting.
+        End::Gone => {
+            let _ = outbox.flush_until(Instant::now()).await;
+        }
     }
 }
 
+/// The first text frame, skipping a handful of control frames; a binary
+/// frame is a bad message, silence until `deadline` a timeout.
+async fn first_text_frame<T: AsyncRead + AsyncWrite>(
+    ws: &mut Ws<T>,
+    deadline: Instant,
+) -> Result<Utf8Bytes, End> {
+    for _ in 0..16 {
+        let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return Err(End::Close(CloseCode::Timeout)),
+            Ok(None | Some(Err(_))) => return Err(End::Gone),
+            Ok(Some(Ok(m))) => m,
+        };
+        match msg {
+            Message::Text(t) => return Ok(t),
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            Message::Close(_) => return Err(End::Gone),
+            Message::Binary(_) => return Err(End::Close(CloseCode::BadMessage)),
+        }
+    }
+    // A peer that sends only control frames never says hello.
+    Err(End::Close(CloseCode::BadMessage))
+}
+
 /// Read and check the hello, and register for the key's project.
-async fn open<S: StreamSource>(
+async fn open<S: StreamSource, T: AsyncRead + AsyncWrite>(
     hub: &Arc<StreamHub<S>>,
-    socket: &mut WebSocket,
+    ws: &mut Ws<T>,
+    outbox: &Arc<Outbox>,
 ) -> Result<(Hello, String, Registration<S>), End> {
     let wait = Duration::from_millis(hub.config.hello_timeout_ms);
-    let text = first_text_frame(socket, Instant::now() + wait).await?;
+    let text = first_text_frame(ws, Instant::now() + wait).await?;
     let hello = match decode_client(text.as_bytes(), hub.config.max_client_message_bytes) {
         Ok(ClientMessage::Hello(h)) => h,
         _ => return Err(End::Close(CloseCode::BadMessage)),
@@ -69,46 +167,52 @@ async fn open<S: StreamSource>(
         _ => return Err(End::Close(CloseCode::Unauthorized)),
     };
     let reg = hub
-        .register(&grant.project)
+        .register(&grant.project, outbox)
         .ok_or(End::Close(CloseCode::Overloaded))?;
     let key = hello.key.clone();
     Ok((hello, key, reg))
 }
 
-async fn goodbye(socket: &mut WebSocket, code: CloseCode, send_timeout: Duration) {
+async fn goodbye(outbox: &Outbox, code: CloseCode, deadline: Instant) {
     let bye = ServerMessage::Goodbye(Goodbye {
         code: code.code(),
         reason: code.name().to_string(),
     });
-    let _ = tokio::time::timeout(send_timeout, async {
-        if let Ok(text) = encode_server(&bye) {
-            socket.send(Message::Text(text.into())).await?;
+    if let Ok(text) = encode_server(&bye) {
+        if outbox.send(frame::text(&text), deadline).await.is_err() {
+            return;
         }
-        socket
-            .send(Message::Close(Some(CloseFrame {
-                code: code.code(),
-                reason: Utf8Bytes::from_static(code.name()),
-            })))
-            .await
-    })
-    .await;
+    }
+    if outbox
+        .send(frame::close(code.code(), code.name()), deadline)
+        .await
+        .is_ok()
+    {
+        let _ = outbox.flush_until(deadline).await;
+    }
 }
 
-struct Conn<S: StreamSource> {
+struct Conn<S: StreamSource, T> {
     hub: Arc<StreamHub<S>>,
-    socket: WebSocket,
-    reg: Registration<S>,
+    ws: Ws<T>,
+    outbox: Arc<Outbox>,
+    /// Unregisters from the hub when the connection ends.
+    _reg: Registration<S>,
     project: Arc<str>,
     key: String,
-    /// The version the client holds (what it was last sent).
-    version: u64,
     last_rx: Instant,
+    send_timeout: Duration,
 }
 
-impl<S: StreamSource> Conn<S> {
+impl<S: StreamSource, T: AsyncRead + AsyncWrite> Conn<S, T> {
     async fn serve(&mut self, hello: Hello) -> Flow {
         self.initial_sync(&hello).await?;
         self.live().await
+    }
+
+    /// The version the client holds once everything sent so far is written.
+    fn version(&self) -> u64 {
+        self.outbox.version()
     }
 
     async fn initial_sync(&mut self, hello: &Hello) -> Flow {
@@ -145,11 +249,11 @@ impl<S: StreamSource> Conn<S> {
                     return self.send_snapshot(SnapshotReason::HistoryGone).await;
                 }
                 Start::Deltas { have_version } => {
-                    self.version = have_version;
+                    self.outbox.set_version(have_version);
                     return self.catch_up(head.version).await;
                 }
                 Start::UpToDate => {
-                    self.version = head.version;
+                    self.outbox.set_version(head.version);
                     return Ok(());
                 }
                 Start::Ahead { have_version } if attempt == 0 => {
@@ -200,35 +304,53 @@ impl<S: StreamSource> Conn<S> {
         tokio::pin!(max_age);
         let mut shutdown = self.hub.shutdown_signal();
         self.last_rx = Instant::now();
+        let outbox = Arc::clone(&self.outbox);
         loop {
+            // Pushes the hub left for this task, in order; then let the hub write again.
+            while let Some(push) = outbox.next_push() {
+                if let Some(code) = outbox.close.get() {
+                    return Err(End::Close(code));
+                }
+                match push {
+                    Push::Delta(d) => self.on_delta(&d).await?,
+                    Push::Resync => self.resync().await?,
+                    Push::Recheck => self.check_key()?,
+                }
+            }
+            if let Some(code) = outbox.close.get() {
+                return Err(End::Close(code));
+            }
+            if outbox.failed() {
+                return Err(End::Gone);
+            }
+            if !outbox.go_live() {
+                continue; // pushes arrived meanwhile
+            }
+            let flushing = outbox.has_unsent();
+            let stall_deadline =
+                outbox.stalled_since().unwrap_or_else(Instant::now) + self.send_timeout;
             tokio::select! {
                 _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => return Err(End::Close(CloseCode::ShuttingDown)),
                 _ = &mut max_age => return Err(End::Close(CloseCode::MaxAge)),
-                push = self.reg.rx.recv() => match push {
-                    Some(Push::Delta(d)) => self.on_delta(&d).await?,
-                    Some(Push::Resync) => self.resync().await?,
-                    Some(Push::Recheck) => self.check_key()?,
-                    None => {
-                        let code = self.reg.close.get().unwrap_or(CloseCode::ShuttingDown);
-                        return Err(End::Close(code));
-                    }
-                },
-                msg = self.socket.recv() => self.on_client_frame(msg).await?,
+                _ = outbox.wake.notified() => {}
+                // A client that does not read for that long is cut off; it resumes by version.
+                r = outbox.flush_until(stall_deadline), if flushing => r.map_err(|()| End::Gone)?,
+                msg = self.ws.next() => self.on_client_frame(msg).await?,
                 _ = heartbeat.tick() => self.on_heartbeat(hb).await?,
             }
         }
     }
 
     async fn on_delta(&mut self, d: &EncodedDelta) -> Flow {
-        if d.to_version <= self.version {
+        if d.to_version <= self.version() {
             return Ok(()); // already covered by the initial sync or a catch-up
         }
-        if d.from_version > self.version {
+        if d.from_version > self.version() {
             self.catch_up(d.from_version).await?;
         }
-        if d.from_version == self.version {
-            self.send_text(d.text.clone()).await?;
-            self.version = d.to_version;
+        if d.from_version == self.version() {
+            self.send_frame(d.frame.clone()).await?;
+            self.outbox.set_version(d.to_version);
         }
         Ok(())
     }
@@ -239,7 +361,7 @@ impl<S: StreamSource> Conn<S> {
             .source
             .head(&self.project)
             .ok_or(End::Close(CloseCode::ProjectDeleted))?;
-        if head.version > self.version {
+        if head.version > self.version() {
             self.catch_up(head.version).await?;
         }
         Ok(())
@@ -249,16 +371,17 @@ impl<S: StreamSource> Conn<S> {
     /// a snapshot instead when that history is gone.
     async fn catch_up(&mut self, target: u64) -> Flow {
         // Each round advances by a page or ends.
-        let rounds = (target.saturating_sub(self.version) as usize) / HISTORY_PAGE + 2;
+        let rounds = (target.saturating_sub(self.version()) as usize) / HISTORY_PAGE + 2;
         for _ in 0..rounds {
-            if self.version >= target {
+            let version = self.version();
+            if version >= target {
                 return Ok(());
             }
-            let page_target = target.min(self.version + HISTORY_PAGE as u64);
+            let page_target = target.min(version + HISTORY_PAGE as u64);
             let page = deltas_after(
                 &self.hub.source,
                 &self.project,
-                self.version,
+                version,
                 page_target,
                 HISTORY_PAGE,
             )
@@ -269,11 +392,11 @@ impl<S: StreamSource> Conn<S> {
             for r in records {
                 let text = encode_server(&ServerMessage::Delta(r.to_delta()))
                     .map_err(|_| End::Close(CloseCode::Internal))?;
-                self.send_text(text.into()).await?;
-                self.version = r.version;
+                self.send_frame(frame::text(&text)).await?;
+                self.outbox.set_version(r.version);
             }
         }
-        if self.version >= target {
+        if self.version() >= target {
             Ok(())
         } else {
             Err(End::Close(CloseCode::Internal))
@@ -287,13 +410,16 @@ impl<S: StreamSource> Conn<S> {
             .map_err(internal)?
             .ok_or(End::Close(CloseCode::ProjectDeleted))?;
         for part in parts.iter() {
-            self.send_text(part.clone()).await?;
+            self.send_frame(frame::text(part.as_str())).await?;
         }
-        self.version = version;
+        self.outbox.set_version(version);
         Ok(())
     }
 
-    async fn on_client_frame(&mut self, msg: Option<Result<Message, axum::Error>>) -> Flow {
+    async fn on_client_frame(
+        &mut self,
+        msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ) -> Flow {
         let msg = match msg {
             None | Some(Err(_)) => return Err(End::Gone),
             Some(Ok(m)) => m,
@@ -310,7 +436,7 @@ impl<S: StreamSource> Conn<S> {
                 }
             }
             Message::Binary(_) => Err(End::Close(CloseCode::BadMessage)),
-            Message::Ping(_) | Message::Pong(_) => Ok(()),
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
             Message::Close(_) => Err(End::Gone),
         }
     }
@@ -324,7 +450,7 @@ impl<S: StreamSource> Conn<S> {
             .hub
             .source
             .head(&self.project)
-            .map_or(self.version, |h| h.version);
+            .map_or(self.version(), |h| h.version);
         self.send_msg(&ServerMessage::Heartbeat(Heartbeat {
             head_version,
             time_ms: now_ms(),
@@ -341,16 +467,16 @@ impl<S: StreamSource> Conn<S> {
 
     async fn send_msg(&mut self, msg: &ServerMessage) -> Flow {
         let text = encode_server(msg).map_err(|_| End::Close(CloseCode::Internal))?;
-        self.send_text(text.into()).await
+        self.send_frame(frame::text(&text)).await
     }
 
-    async fn send_text(&mut self, text: Utf8Bytes) -> Flow {
-        let limit = Duration::from_millis(self.hub.config.send_timeout_ms);
-        match tokio::time::timeout(limit, self.socket.send(Message::Text(text))).await {
-            Ok(Ok(())) => Ok(()),
-            // A client that does not read for that long is cut off; it resumes by version.
-            Ok(Err(_)) | Err(_) => Err(End::Gone),
-        }
+    async fn send_frame(&mut self, frame: Bytes) -> Flow {
+        let deadline = Instant::now() + self.send_timeout;
+        // A client that does not read for that long is cut off; it resumes by version.
+        self.outbox
+            .send(frame, deadline)
+            .await
+            .map_err(|()| End::Gone)
     }
 }
 

@@ -1,19 +1,23 @@
 //! Fan-out of applied versions to every connection of a project.
 //!
-//! One task reads the node's change feed, encodes each version's delta once and
-//! offers it to each subscriber's bounded queue with `try_send`: apply and the
-//! other subscribers never wait for a slow one. A full queue marks the
-//! subscriber too slow and drops it; its connection closes with `4004`.
+//! One task reads the node's change feed, encodes each version's delta once as
+//! a WebSocket frame and offers it to each subscriber's [`Outbox`]: a caught-up
+//! connection gets it written into its socket at once, without waking its
+//! task; anything else is queued, bounded. Apply and the other subscribers
+//! never wait for a slow one: a subscriber whose backlog is full is dropped
+//! and its connection closes with `4004`.
 
 use super::config::StreamConfig;
 use super::keys::KeyResolver;
+use super::outbox::{Offer, Outbox};
 use super::source::{ChangeError, ChangeReceiver, SourceChange, StreamSource};
+use axum::body::Bytes;
 use axum::extract::ws::Utf8Bytes;
 use flagraft_client::protocol::{encode_server, CloseCode, ServerMessage, SnapshotReason};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// What the hub hands a connection.
 #[derive(Clone, Debug)]
@@ -30,7 +34,8 @@ pub(crate) enum Push {
 pub(crate) struct EncodedDelta {
     pub from_version: u64,
     pub to_version: u64,
-    pub text: Utf8Bytes,
+    /// The whole WebSocket frame (header and text), the same for every subscriber.
+    pub frame: Bytes,
 }
 
 /// Why the hub dropped a subscriber (0: it did not).
@@ -38,7 +43,7 @@ pub(crate) struct EncodedDelta {
 pub(crate) struct CloseSlot(AtomicU16);
 
 impl CloseSlot {
-    fn set(&self, code: CloseCode) {
+    pub fn set(&self, code: CloseCode) {
         let _ = self
             .0
             .compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire);
@@ -49,12 +54,7 @@ impl CloseSlot {
     }
 }
 
-struct Subscriber {
-    tx: mpsc::Sender<Push>,
-    close: Arc<CloseSlot>,
-}
-
-type Registry = HashMap<Arc<str>, HashMap<u64, Subscriber>>;
+type Registry = HashMap<Arc<str>, HashMap<u64, Arc<Outbox>>>;
 
 /// The stream's shared state: subscribers per project, keys, shutdown signal.
 pub struct StreamHub<S> {
@@ -83,8 +83,6 @@ pub(crate) struct Registration<S: StreamSource> {
     hub: Arc<StreamHub<S>>,
     project: Arc<str>,
     id: u64,
-    pub rx: mpsc::Receiver<Push>,
-    pub close: Arc<CloseSlot>,
 }
 
 impl<S: StreamSource> Registration<S> {
@@ -167,8 +165,12 @@ impl<S: StreamSource> StreamHub<S> {
         self.subs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Register a connection for `project`; None when the node is full.
-    pub(crate) fn register(self: &Arc<Self>, project: &str) -> Option<Registration<S>> {
+    /// Register a connection's outbox for `project`; None when the node is full.
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        project: &str,
+        outbox: &Arc<Outbox>,
+    ) -> Option<Registration<S>> {
         let mut admitted = false;
         self.connections.send_if_modified(|n| {
             admitted = *n < self.config.max_connections;
@@ -180,26 +182,16 @@ impl<S: StreamSource> StreamHub<S> {
         if !admitted {
             return None;
         }
-        let (tx, rx) = mpsc::channel(self.config.backlog);
-        let close = Arc::new(CloseSlot::default());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let project: Arc<str> = Arc::from(project);
         self.lock_subs()
             .entry(Arc::clone(&project))
             .or_default()
-            .insert(
-                id,
-                Subscriber {
-                    tx,
-                    close: Arc::clone(&close),
-                },
-            );
+            .insert(id, Arc::clone(outbox));
         Some(Registration {
             hub: Arc::clone(self),
             project,
             id,
-            rx,
-            close,
         })
     }
 
@@ -245,6 +237,8 @@ impl<S: StreamSource> StreamHub<S> {
 
     async fn fanout(&self, mut changes: S::Changes) {
         let mut shutdown = self.shutdown_signal();
+        // Reused for every version: no allocation per subscriber and commit.
+        let mut batch: Vec<(u64, Arc<Outbox>)> = Vec::new();
         loop {
             let change = tokio::select! {
                 c = changes.recv() => c,
@@ -263,12 +257,12 @@ impl<S: StreamSource> StreamHub<S> {
                             continue;
                         }
                     };
-                    let push = Push::Delta(Arc::new(EncodedDelta {
+                    let delta = Arc::new(EncodedDelta {
                         from_version: record.version.saturating_sub(1),
                         to_version: record.version,
-                        text: Utf8Bytes::from(text),
-                    }));
-                    self.offer(&project, &push);
+                        frame: super::frame::text(&text),
+                    });
+                    self.offer(&project, &delta, &mut batch);
                 }
                 Ok(SourceChange::ProjectDeleted { project }) => {
                     self.close_project(&project, CloseCode::ProjectDeleted);
@@ -294,43 +288,48 @@ impl<S: StreamSource> StreamHub<S> {
         self.lock_subs().contains_key(project)
     }
 
-    /// Offer one push to every subscriber of a project, dropping the ones that are full.
-    fn offer(&self, project: &str, push: &Push) {
-        let mut subs = self.lock_subs();
-        let Some(p) = subs.get_mut(project) else {
-            return;
-        };
-        p.retain(|_, s| try_push(s, push.clone()));
-        if p.is_empty() {
-            subs.remove(project);
+    /// Offer a delta to every subscriber of a project, dropping the ones that
+    /// are too slow. The registry is locked only to list them, not while writing.
+    fn offer(&self, project: &str, delta: &Arc<EncodedDelta>, batch: &mut Vec<(u64, Arc<Outbox>)>) {
+        batch.clear();
+        if let Some(p) = self.lock_subs().get(project) {
+            batch.extend(p.iter().map(|(id, o)| (*id, Arc::clone(o))));
         }
+        let mut dropped = 0usize;
+        for (id, outbox) in batch.iter_mut() {
+            if outbox.offer_delta(delta) == Offer::Dropped {
+                dropped += 1;
+            } else {
+                *id = 0; // kept
+            }
+        }
+        if dropped > 0 {
+            let mut subs = self.lock_subs();
+            if let Some(p) = subs.get_mut(project) {
+                for (id, _) in batch.iter().filter(|(id, _)| *id != 0) {
+                    p.remove(id);
+                }
+                if p.is_empty() {
+                    subs.remove(project);
+                }
+            }
+        }
+        batch.clear();
     }
 
     fn broadcast(&self, make: impl Fn() -> Push) {
         let mut subs = self.lock_subs();
         for p in subs.values_mut() {
-            p.retain(|_, s| try_push(s, make()));
+            p.retain(|_, o| o.offer(make()) == Offer::Kept);
         }
         subs.retain(|_, p| !p.is_empty());
     }
 
     fn close_project(&self, project: &str, code: CloseCode) {
         if let Some(p) = self.lock_subs().remove(project) {
-            for s in p.values() {
-                s.close.set(code);
+            for o in p.values() {
+                o.close_with(code);
             }
         }
-    }
-}
-
-/// False when the subscriber must be dropped (its queue is full or its connection gone).
-fn try_push(s: &Subscriber, push: Push) -> bool {
-    match s.tx.try_send(push) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            s.close.set(CloseCode::TooSlow);
-            false
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }

@@ -8,9 +8,11 @@
 
 mod config;
 mod connection;
+mod frame;
 pub(crate) mod hello;
 mod hub;
 mod keys;
+mod outbox;
 mod poll;
 mod source;
 mod store_source;
@@ -30,9 +32,10 @@ pub use source::{
 };
 pub use store_source::StoreSource;
 
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::State;
-use axum::response::Response;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use flagraft_client::protocol::{POLL_PATH, STREAM_PATH, SUBPROTOCOL};
@@ -61,28 +64,78 @@ pub fn router<S: StreamSource>(hub: Arc<StreamHub<S>>) -> Router {
         .with_state(hub)
 }
 
+/// The WebSocket handshake (RFC 6455 §4.2), done here rather than by axum's
+/// `WebSocketUpgrade` so that the connection's raw byte stream is ours: the
+/// fan-out writes pre-built frames straight into it (see `outbox.rs`).
 async fn upgrade<S: StreamSource>(
     State(hub): State<Arc<StreamHub<S>>>,
-    ws: WebSocketUpgrade,
+    mut req: Request,
 ) -> Response {
-    let c = &hub.config;
-    let ws = ws
-        .protocols([SUBPROTOCOL])
-        .read_buffer_size(c.read_buffer_bytes)
-        .write_buffer_size(c.write_buffer_bytes)
-        .max_write_buffer_size(c.max_write_buffer_bytes)
-        .max_message_size(c.max_client_message_bytes)
-        .max_frame_size(c.max_client_message_bytes);
+    let Some(accept) = websocket_accept(req.headers()) else {
+        return (StatusCode::BAD_REQUEST, "expected a WebSocket upgrade").into_response();
+    };
     // Without our protocol the upgrade still succeeds, so that the client gets a
     // clear close code (4003) instead of a bare HTTP error. A compliant client
     // aborts a handshake that does not echo one of its offers, so echo its first.
-    let protocol_ok = ws.selected_protocol().is_some();
-    let mut ws = ws;
-    if !protocol_ok {
-        let offered = ws.requested_protocols().next().cloned();
-        if let Some(offered) = offered {
-            ws.set_selected_protocol(offered);
+    let offered = offered_protocols(req.headers());
+    let protocol_ok = offered.iter().any(|p| p == SUBPROTOCOL);
+    let selected = if protocol_ok {
+        Some(HeaderValue::from_static(SUBPROTOCOL))
+    } else {
+        offered.first().and_then(|p| HeaderValue::from_str(p).ok())
+    };
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            "connection cannot be upgraded",
+        )
+            .into_response();
+    };
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            connection::run(hub, hyper_util::rt::TokioIo::new(upgraded), protocol_ok).await;
         }
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if let Some(p) = selected {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
     }
-    ws.on_upgrade(move |socket| connection::run(hub, socket, protocol_ok))
+    response
+}
+
+/// The `Sec-WebSocket-Accept` answering a valid version-13 upgrade request.
+fn websocket_accept(headers: &HeaderMap) -> Option<HeaderValue> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return None;
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION)?.as_bytes() != b"13" {
+        return None;
+    }
+    let key = headers.get(header::SEC_WEBSOCKET_KEY)?;
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    HeaderValue::from_str(&accept).ok()
+}
+
+/// The offered subprotocols, in order (bounded by the HTTP server's header limits).
+fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect()
 }
