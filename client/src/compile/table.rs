@@ -6,15 +6,17 @@
 //!   compile to), in chunks of [`CHUNK`] `Arc`s. Replacing one spec copies
 //!   one chunk and the chunk list (n / 64 pointers), never the specs.
 //! * [`NameMap`]: names to values, in [`SHARDS`] independently shared hash
-//!   maps. Changing one name copies one shard (n / 64 entries of `Arc<str>`
-//!   keys) and the shard list.
+//!   tables. Changing one name copies one shard (n / 64 entries of `Arc<str>`
+//!   keys) and the 64 shard pointers.
 //!
-//! Both keep reads as cheap as a plain `Vec` / `HashMap`: a lookup is one
-//! more pointer hop (and, for names, a short word-at-a-time hash to pick the
-//! shard), which the eval bench does not see.
+//! Reads stay about as cheap as a plain `Vec` / `HashMap`: a spec is one
+//! more pointer hop away, and a name lookup hashes once (foldhash, faster
+//! than std's SipHash on short names) for both the shard and the bucket.
 
 use super::CSpec;
-use std::collections::HashMap;
+use hashbrown::hash_table::Entry;
+use hashbrown::{DefaultHashBuilder, HashTable};
+use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};
 
 /// Slots per chunk of a [`SpecTable`].
@@ -142,43 +144,36 @@ impl<'a> IntoIterator for &'a SpecTable {
     }
 }
 
-type Shard<V> = Arc<HashMap<Arc<str>, V>>;
+type Shard<V> = Arc<HashTable<(Arc<str>, V)>>;
 
-/// Names to values, sharded so that a change copies one shard.
+/// Names to values, sharded so that a change copies one shard. One hash
+/// (foldhash, randomly seeded per map) picks the shard (bits 32..38) and
+/// the bucket within it (hashbrown uses the low bits and the top 7).
 #[derive(Clone, Debug)]
 pub(crate) struct NameMap<V> {
-    shards: Arc<[Shard<V>; SHARDS]>,
+    shards: [Shard<V>; SHARDS],
+    hasher: DefaultHashBuilder,
 }
 
 impl<V> Default for NameMap<V> {
     fn default() -> Self {
         NameMap {
-            shards: Arc::new(std::array::from_fn(|_| Arc::new(HashMap::new()))),
+            shards: std::array::from_fn(|_| Arc::new(HashTable::new())),
+            hasher: DefaultHashBuilder::default(),
         }
     }
 }
 
-/// Shard of a name: an FxHash-style word-at-a-time mix (only spreads names
-/// over shards; each shard is a std `HashMap` with its own keyed hasher).
-fn shard_of(name: &str) -> usize {
-    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-    let mut h = name.len() as u64;
-    let mut words = name.as_bytes().chunks_exact(8);
-    for w in words.by_ref() {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(w);
-        h = (h.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(K);
-    }
-    let mut b = [0u8; 8];
-    let rest = words.remainder();
-    b[..rest.len()].copy_from_slice(rest);
-    h = (h.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(K);
-    (h >> 58) as usize % SHARDS
+fn shard_of(hash: u64) -> usize {
+    (hash >> 32) as usize % SHARDS
 }
 
 impl<V: Clone> NameMap<V> {
     pub fn get(&self, name: &str) -> Option<&V> {
-        self.shards[shard_of(name)].get(name)
+        let h = self.hasher.hash_one(name);
+        self.shards[shard_of(h)]
+            .find(h, |(k, _)| **k == *name)
+            .map(|(_, v)| v)
     }
 
     pub fn contains_key(&self, name: &str) -> bool {
@@ -186,17 +181,26 @@ impl<V: Clone> NameMap<V> {
     }
 
     pub fn insert(&mut self, name: Arc<str>, value: V) {
-        let shard = &mut Arc::make_mut(&mut self.shards)[shard_of(&name)];
-        Arc::make_mut(shard).insert(name, value);
+        let hasher = &self.hasher;
+        let h = hasher.hash_one(&*name);
+        let shard = Arc::make_mut(&mut self.shards[shard_of(h)]);
+        match shard.entry(h, |(k, _)| *k == name, |(k, _)| hasher.hash_one(&**k)) {
+            Entry::Occupied(mut o) => o.get_mut().1 = value,
+            Entry::Vacant(v) => {
+                v.insert((name, value));
+            }
+        }
     }
 
     pub fn remove(&mut self, name: &str) {
-        let i = shard_of(name);
-        if !self.shards[i].contains_key(name) {
+        let h = self.hasher.hash_one(name);
+        let i = shard_of(h);
+        if self.shards[i].find(h, |(k, _)| **k == *name).is_none() {
             return;
         }
-        let shard = &mut Arc::make_mut(&mut self.shards)[i];
-        Arc::make_mut(shard).remove(name);
+        if let Ok(o) = Arc::make_mut(&mut self.shards[i]).find_entry(h, |(k, _)| **k == *name) {
+            o.remove();
+        }
     }
 }
 
