@@ -126,7 +126,12 @@ impl<S: StreamSource> StreamHub<S> {
     pub fn spawn_fanout(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let hub = Arc::clone(self);
         let changes = hub.source.changes();
-        tokio::spawn(async move { hub.fanout(changes).await })
+        // Outside tokio's cooperative budget: with it, every socket write after
+        // the first 128 of a version would be refused as "not ready" and left
+        // to the connection's task, waking thousands of tasks per commit.
+        tokio::spawn(tokio::task::coop::unconstrained(async move {
+            hub.fanout(changes).await
+        }))
     }
 
     /// Number of open stream connections (registered after a valid hello).
