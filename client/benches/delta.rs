@@ -15,6 +15,8 @@
 //!   what every delta cost before.
 //! * `live_build_snapshot`: `LiveRuleset::build` of the whole ruleset, what a
 //!   snapshot costs now (a full compile plus the book-keeping for deltas).
+//! * `delta_one_gate_by_size/live_apply_N`: the incremental compile of a
+//!   one-gate delta on N = 1,000, 10,000 and 50,000 gates.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use flagraft_client::compile::LiveRuleset;
@@ -129,5 +131,26 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// The incremental cost against the ruleset size: a one-gate delta on
+/// 1,000, 10,000 and 50,000 gates (O(log n) maps, O(n / 64) chunk lists).
+fn scaling(c: &mut Criterion) {
+    let mut g = c.benchmark_group("delta_one_gate_by_size");
+    g.sample_size(30);
+    for n in [1_000, 10_000, 50_000] {
+        let map: BTreeMap<EntityKey, Entity> = (0..n)
+            .map(|i| gate(&format!("g{i}"), None, 25))
+            .map(|e| (e.key.clone(), e))
+            .collect();
+        let live = LiveRuleset::build(&map);
+        let changed = gate(&format!("g{}", n / 2), None, 50);
+        let mut after = map;
+        after.insert(changed.key.clone(), changed.clone());
+        g.bench_function(format!("live_apply_{n}"), |b| {
+            b.iter(|| live.apply(&after, &[&changed.key]))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, scaling);
 criterion_main!(benches);

@@ -166,12 +166,16 @@ impl LiveRuleset {
             return LiveRuleset::whole(entities);
         }
         let mut next = self.clone();
-        let changed: HashSet<&EntityKey> = changed.iter().copied().collect();
+        let mut seen: HashSet<&EntityKey> = HashSet::with_capacity(changed.len());
         let mut work = Vec::new();
         let mut appeared_or_gone = Vec::new();
-        for key in &changed {
-            next.take(entities, key, &mut work, &mut appeared_or_gone);
+        // In the given order, so new specs get slots deterministically.
+        for &key in changed {
+            if seen.insert(key) {
+                next.take(entities, key, &mut work, &mut appeared_or_gone);
+            }
         }
+        let changed = seen;
         let mut referrers: HashSet<Key> = HashSet::new();
         for name in &appeared_or_gone {
             if let Some(set) = next.book.dependents.get(name) {
@@ -191,7 +195,7 @@ impl LiveRuleset {
     /// Forget what the book knows about `key`.
     fn forget(&mut self, key: &EntityKey) -> Option<Info> {
         let old = self.book.info.remove(key)?;
-        self.book.problems -= old.problems;
+        self.book.problems = self.book.problems.saturating_sub(old.problems);
         for r in old.refs.iter() {
             if let Some(set) = self.book.dependents.get_mut(r) {
                 set.remove(key);
