@@ -19,7 +19,6 @@
 //! shape.
 
 use flagraft_client::protocol::{CloseCode, Reaction, STREAM_PATH, SUBPROTOCOL};
-use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -27,9 +26,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Versions tracked per fleet (the bench commits far fewer).
 const MAX_TRACKED_VERSION: usize = 1 << 16;
@@ -336,30 +332,12 @@ async fn session(
     permit: Option<tokio::sync::SemaphorePermit<'_>>,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> End {
-    let Ok(mut request) = format!("ws://127.0.0.1:{port}{STREAM_PATH}").into_client_request()
-    else {
-        return End::Failed;
-    };
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        tokio_tungstenite::tungstenite::http::HeaderValue::from_static(SUBPROTOCOL),
-    );
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(64 * 1024)
-        .max_message_size(Some(MAX_MESSAGE_BYTES))
-        .max_frame_size(Some(MAX_MESSAGE_BYTES));
-    let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+    let connect = wire::Conn::connect(port, STREAM_PATH, SUBPROTOCOL);
     let mut ws = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-        Ok(Ok((ws, _))) => ws,
+        Ok(Ok(ws)) => ws,
         _ => return End::Failed,
     };
-    if ws
-        .send(Message::text(hello(&fleet.key, held)))
-        .await
-        .is_err()
-    {
+    if ws.send_text(&hello(&fleet.key, held)).await.is_err() {
         return End::Failed;
     }
     let mut permit = permit;
@@ -368,88 +346,103 @@ async fn session(
     let mut ping = tokio::time::interval(Duration::from_secs(3600));
     ping.tick().await;
     let mut ping_id = 0u64;
-    let end = loop {
-        let msg = tokio::select! {
-            m = ws.next() => m,
+    // One future for the whole session, not one per message.
+    let stop = stopped(stop);
+    tokio::pin!(stop);
+    let end = 'session: loop {
+        // Every whole frame received so far, then wait for more.
+        loop {
+            let text = match ws.next_frame() {
+                Ok(Some(wire::Frame::Text(t))) => t,
+                Ok(Some(wire::Frame::Close(code))) => break 'session End::Closed(code),
+                Ok(Some(wire::Frame::Other)) => continue,
+                Ok(None) => break,
+                Err(_) => {
+                    fleet.violations.fetch_add(1, Ordering::Relaxed);
+                    break 'session End::Failed;
+                }
+            };
+            if let Some(d) = DeltaHeader::read(text) {
+                // The hot path: every commit, every subscriber.
+                if d.from != held.version {
+                    fleet.violations.fetch_add(1, Ordering::Relaxed);
+                    held.digest.clear();
+                    break 'session End::Failed;
+                }
+                apply(fleet, i, held, d.to, d.digest);
+                continue;
+            }
+            let Ok(h) = serde_json::from_str::<Header>(text) else {
+                fleet.violations.fetch_add(1, Ordering::Relaxed);
+                break 'session End::Failed;
+            };
+            match h.kind.as_ref() {
+                "welcome" => {
+                    if let Some(hb) = h.heartbeat_ms.filter(|&hb| hb > 0) {
+                        let hb = Duration::from_millis(hb);
+                        ping = tokio::time::interval_at(tokio::time::Instant::now() + hb, hb);
+                    }
+                    fleet.node_of[i].store(h.node_id.unwrap_or(node), Ordering::Relaxed);
+                }
+                "snapshot" => {
+                    fleet.snapshots.fetch_add(1, Ordering::Relaxed);
+                    let (Some(v), Some(d)) = (h.version, h.digest) else {
+                        fleet.violations.fetch_add(1, Ordering::Relaxed);
+                        break 'session End::Failed;
+                    };
+                    if h.more == Some(true) {
+                        pending_snapshot = Some((v, d.into_owned()));
+                    } else {
+                        apply(fleet, i, held, v, &d);
+                    }
+                }
+                "snapshot_part" if h.more != Some(true) => {
+                    if let Some((v, d)) = pending_snapshot.take() {
+                        apply(fleet, i, held, v, &d);
+                    }
+                }
+                "delta" => {
+                    let (Some(from), Some(to), Some(d)) = (h.from_version, h.to_version, h.digest)
+                    else {
+                        fleet.violations.fetch_add(1, Ordering::Relaxed);
+                        break 'session End::Failed;
+                    };
+                    if from != held.version {
+                        fleet.violations.fetch_add(1, Ordering::Relaxed);
+                        // Start over from a snapshot, as the SDK would.
+                        held.digest.clear();
+                        break 'session End::Failed;
+                    }
+                    apply(fleet, i, held, to, &d);
+                }
+                "heartbeat" if !synced => {
+                    // The node sends its first heartbeat right after the initial sync.
+                    synced = true;
+                    permit.take();
+                    fleet.connected.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+        }
+        if ws.answer_pings().await.is_err() {
+            break End::Failed;
+        }
+        tokio::select! {
+            r = ws.fill() => match r {
+                Ok(true) => {}
+                Ok(false) | Err(_) => break End::Failed,
+            },
             _ = ping.tick() => {
                 ping_id += 1;
                 let p = format!("{{\"type\":\"ping\",\"id\":{ping_id}}}");
-                if ws.send(Message::text(p)).await.is_err() {
+                if ws.send_text(&p).await.is_err() {
                     break End::Failed;
                 }
-                continue;
             }
-            _ = stopped(stop) => {
-                let _ = ws.close(None).await;
+            _ = &mut stop => {
+                ws.close().await;
                 break End::Stopped;
             }
-        };
-        let text = match msg {
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(frame))) => break End::Closed(frame.map(|f| u16::from(f.code))),
-            Some(Ok(_)) => continue,
-            Some(Err(_)) | None => break End::Failed,
-        };
-        if let Some(d) = DeltaHeader::read(text.as_str()) {
-            // The hot path: every commit, every subscriber.
-            if d.from != held.version {
-                fleet.violations.fetch_add(1, Ordering::Relaxed);
-                held.digest.clear();
-                break End::Failed;
-            }
-            apply(fleet, i, held, d.to, d.digest);
-            continue;
-        }
-        let Ok(h) = serde_json::from_str::<Header>(text.as_str()) else {
-            fleet.violations.fetch_add(1, Ordering::Relaxed);
-            break End::Failed;
-        };
-        match h.kind.as_ref() {
-            "welcome" => {
-                if let Some(hb) = h.heartbeat_ms.filter(|&hb| hb > 0) {
-                    let hb = Duration::from_millis(hb);
-                    ping = tokio::time::interval_at(tokio::time::Instant::now() + hb, hb);
-                }
-                fleet.node_of[i].store(h.node_id.unwrap_or(node), Ordering::Relaxed);
-            }
-            "snapshot" => {
-                fleet.snapshots.fetch_add(1, Ordering::Relaxed);
-                let (Some(v), Some(d)) = (h.version, h.digest) else {
-                    fleet.violations.fetch_add(1, Ordering::Relaxed);
-                    break End::Failed;
-                };
-                if h.more == Some(true) {
-                    pending_snapshot = Some((v, d.into_owned()));
-                } else {
-                    apply(fleet, i, held, v, &d);
-                }
-            }
-            "snapshot_part" if h.more != Some(true) => {
-                if let Some((v, d)) = pending_snapshot.take() {
-                    apply(fleet, i, held, v, &d);
-                }
-            }
-            "delta" => {
-                let (Some(from), Some(to), Some(d)) = (h.from_version, h.to_version, h.digest)
-                else {
-                    fleet.violations.fetch_add(1, Ordering::Relaxed);
-                    break End::Failed;
-                };
-                if from != held.version {
-                    fleet.violations.fetch_add(1, Ordering::Relaxed);
-                    // Start over from a snapshot, as the SDK would.
-                    held.digest.clear();
-                    break End::Failed;
-                }
-                apply(fleet, i, held, to, &d);
-            }
-            "heartbeat" if !synced => {
-                // The node sends its first heartbeat right after the initial sync.
-                synced = true;
-                permit.take();
-                fleet.connected.fetch_add(1, Ordering::Relaxed);
-            }
-            _ => {}
         }
     };
     if synced {
@@ -457,6 +450,207 @@ async fn session(
     }
     fleet.node_of[i].store(0, Ordering::Relaxed);
     end
+}
+
+/// The client side of RFC 6455, only as much as a bench subscriber needs:
+/// the upgrade, reading whole unfragmented frames out of one reused buffer
+/// (no allocation or copy per message), masked text, pong and close frames.
+mod wire {
+    use std::io;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
+
+    /// Initial receive buffer; it grows to the largest frame, at most
+    /// [`super::MAX_MESSAGE_BYTES`].
+    const BUFFER: usize = 8 * 1024;
+    const MAX_HANDSHAKE: usize = 8 * 1024;
+
+    pub enum Frame<'a> {
+        Text(&'a str),
+        Close(Option<u16>),
+        /// Ping (answered by [`Conn::answer_pings`]) or pong.
+        Other,
+    }
+
+    pub struct Conn {
+        stream: TcpStream,
+        buf: Vec<u8>,
+        /// Bytes of `buf` received and not yet consumed: `start..end`.
+        start: usize,
+        end: usize,
+        pings: Vec<Vec<u8>>,
+    }
+
+    fn bad(what: &str) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+    }
+
+    impl Conn {
+        pub async fn connect(port: u16, path: &str, protocol: &str) -> io::Result<Conn> {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+            stream.set_nodelay(true)?;
+            let key = generate_key();
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n\
+                 Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n"
+            );
+            stream.write_all(request.as_bytes()).await?;
+            let mut conn = Conn {
+                stream,
+                buf: vec![0; BUFFER],
+                start: 0,
+                end: 0,
+                pings: Vec::new(),
+            };
+            let head_len = loop {
+                if let Some(p) = conn.buf[..conn.end]
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                {
+                    break p + 4;
+                }
+                if conn.end >= MAX_HANDSHAKE || !conn.fill().await? {
+                    return Err(bad("no upgrade response"));
+                }
+            };
+            let head = std::str::from_utf8(&conn.buf[..head_len]).map_err(|_| bad("response"))?;
+            let accept = derive_accept_key(key.as_bytes());
+            let header = |name: &str| {
+                head.lines().find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+                })
+            };
+            if !head.starts_with("HTTP/1.1 101")
+                || header("sec-websocket-accept") != Some(accept.as_str())
+                || header("sec-websocket-protocol") != Some(protocol)
+            {
+                return Err(bad("upgrade refused"));
+            }
+            conn.start = head_len;
+            Ok(conn)
+        }
+
+        /// Receives more bytes; false when the peer closed the connection.
+        pub async fn fill(&mut self) -> io::Result<bool> {
+            if self.start == self.end {
+                (self.start, self.end) = (0, 0);
+            } else if self.end == self.buf.len() {
+                // Make room: move the unconsumed bytes to the front, or grow.
+                if self.start > 0 {
+                    self.buf.copy_within(self.start..self.end, 0);
+                    (self.start, self.end) = (0, self.end - self.start);
+                } else if self.buf.len() < super::MAX_MESSAGE_BYTES + 14 {
+                    let len = (self.buf.len() * 2).min(super::MAX_MESSAGE_BYTES + 14);
+                    self.buf.resize(len, 0);
+                } else {
+                    return Err(bad("frame too large"));
+                }
+            }
+            let n = self.stream.read(&mut self.buf[self.end..]).await?;
+            self.end += n;
+            Ok(n > 0)
+        }
+
+        /// The next whole frame received, if any.
+        pub fn next_frame(&mut self) -> io::Result<Option<Frame<'_>>> {
+            let Some((opcode, payload)) = parse(&self.buf[self.start..self.end])? else {
+                return Ok(None);
+            };
+            let (from, to) = (self.start + payload.start, self.start + payload.end);
+            self.start = to;
+            let payload = &self.buf[from..to];
+            Ok(Some(match opcode {
+                0x1 => Frame::Text(std::str::from_utf8(payload).map_err(|_| bad("utf-8"))?),
+                0x8 => Frame::Close(payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]))),
+                0x9 => {
+                    self.pings.push(payload.to_vec());
+                    Frame::Other
+                }
+                0xA => Frame::Other,
+                _ => return Err(bad("unexpected opcode")),
+            }))
+        }
+
+        pub async fn answer_pings(&mut self) -> io::Result<()> {
+            for p in std::mem::take(&mut self.pings) {
+                self.stream.write_all(&masked(0xA, &p)).await?;
+            }
+            Ok(())
+        }
+
+        pub async fn send_text(&mut self, text: &str) -> io::Result<()> {
+            self.stream.write_all(&masked(0x1, text.as_bytes())).await
+        }
+
+        /// Says goodbye (a close frame, 1000) and shuts the write side.
+        pub async fn close(&mut self) {
+            let _ = self
+                .stream
+                .write_all(&masked(0x8, &1000u16.to_be_bytes()))
+                .await;
+            let _ = self.stream.shutdown().await;
+        }
+    }
+
+    /// A whole server frame at the start of `b`: (opcode, payload range).
+    /// Server frames are never masked; this bench's node never fragments.
+    pub fn parse(b: &[u8]) -> io::Result<Option<(u8, std::ops::Range<usize>)>> {
+        let (Some(&b0), Some(&b1)) = (b.first(), b.get(1)) else {
+            return Ok(None);
+        };
+        if b0 & 0x80 == 0 || b0 & 0x70 != 0 {
+            return Err(bad("fragmented frame or reserved bits"));
+        }
+        if b1 & 0x80 != 0 {
+            return Err(bad("masked server frame"));
+        }
+        let (len, at) = match b1 & 0x7f {
+            126 => match b.get(2..4) {
+                Some(l) => (u64::from(u16::from_be_bytes([l[0], l[1]])), 4),
+                None => return Ok(None),
+            },
+            127 => match b.get(2..10) {
+                Some(l) => (
+                    u64::from_be_bytes(l.try_into().map_err(|_| bad("length"))?),
+                    10,
+                ),
+                None => return Ok(None),
+            },
+            n => (u64::from(n), 2),
+        };
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&l| l <= super::MAX_MESSAGE_BYTES)
+            .ok_or_else(|| bad("frame too large"))?;
+        if b.len() < at + len {
+            return Ok(None);
+        }
+        Ok(Some((b0 & 0x0f, at..at + len)))
+    }
+
+    /// A final client frame, masked as RFC 6455 requires of clients.
+    pub fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask: [u8; 4] = rand::random();
+        let mut out = Vec::with_capacity(payload.len() + 14);
+        out.push(0x80 | opcode);
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n <= usize::from(u16::MAX) => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
 }
 
 fn apply(fleet: &Fleet, i: usize, held: &mut Held, version: u64, digest: &str) {
@@ -548,6 +742,53 @@ mod tests {
         assert_eq!(h.kind, "delta");
         assert_eq!((h.from_version, h.to_version), (Some(3), Some(4)));
         assert_eq!(h.digest.as_deref(), Some("00"));
+    }
+
+    #[test]
+    fn the_bench_client_reads_frames_whole_and_writes_masked_ones() {
+        use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+        // Server frames: short, 16-bit and 64-bit lengths; partial input waits.
+        for len in [0usize, 5, 125, 126, 2048, 65_535, 65_536, 70_000] {
+            let payload = vec![b'a'; len];
+            let mut frame = vec![0x81];
+            match len {
+                n if n < 126 => frame.push(n as u8),
+                n if n <= 65_535 => {
+                    frame.push(126);
+                    frame.extend_from_slice(&(n as u16).to_be_bytes());
+                }
+                n => {
+                    frame.push(127);
+                    frame.extend_from_slice(&(n as u64).to_be_bytes());
+                }
+            }
+            frame.extend_from_slice(&payload);
+            let (op, range) = wire::parse(&frame).unwrap().unwrap();
+            assert_eq!((op, range.len()), (1, len));
+            assert_eq!(range.end, frame.len());
+            assert!(wire::parse(&frame[..frame.len() - 1]).unwrap().is_none() || len == 0);
+        }
+        assert!(wire::parse(&[0x01, 0x00]).is_err(), "fragments are refused");
+        assert!(
+            wire::parse(&[0x81, 0x80, 0, 0, 0, 0]).is_err(),
+            "masked server frames too"
+        );
+        // Client frames read back with tungstenite's parser, unmasked.
+        for len in [3usize, 200, 70_000] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let frame = wire::masked(0x1, &payload);
+            let mut cursor = std::io::Cursor::new(&frame);
+            let (header, n) = FrameHeader::parse(&mut cursor).unwrap().unwrap();
+            let mask = header.mask.expect("client frames are masked");
+            let at = cursor.position() as usize;
+            assert_eq!(n as usize, len);
+            let unmasked: Vec<u8> = frame[at..]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect();
+            assert_eq!(unmasked, payload);
+        }
     }
 
     #[test]
