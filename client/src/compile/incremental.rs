@@ -595,6 +595,31 @@ mod tests {
         assert!(!live.compiled_whole());
     }
 
+    /// What makes a delta cost O(changed): every spec it does not touch is
+    /// the previous version's allocation, not a recompiled copy.
+    #[test]
+    fn a_one_gate_delta_shares_every_other_spec() {
+        let mut r = Rules::new();
+        let mut up: Vec<Entity> = (0..1000)
+            .map(|i| gate(&format!("g{i}"), json!([{"type": "public"}])))
+            .collect();
+        up.push(gate("top", pass("g7")));
+        let before = r.apply(&LiveRuleset::default(), up, &[]);
+        let after = r.apply(&before, vec![gate("g7", pass("g8"))], &[]);
+        let (a, b) = (&before.compiled().gates, &after.compiled().gates);
+        assert_eq!(a.len(), b.len());
+        let recompiled: Vec<&str> = (0..a.len() as u32)
+            .filter(|&s| match (a.shared(s), b.shared(s)) {
+                (Some(x), Some(y)) => !Arc::ptr_eq(x, y),
+                _ => true,
+            })
+            .map(|s| &*b[s as usize].name)
+            .collect();
+        assert_eq!(recompiled, ["g7"], "top references g7 but g7 stayed a gate");
+        assert!(value(after.compiled(), "top"));
+        assert_eq!(after.problem_count(), r.full().1);
+    }
+
     #[test]
     fn a_cycle_compiles_whole_until_it_is_gone() {
         let mut r = Rules::new();

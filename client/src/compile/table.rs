@@ -54,6 +54,13 @@ impl SpecTable {
         self.chunks.get(i / CHUNK)?.get(i % CHUNK)?.as_deref()
     }
 
+    /// The shared spec in `slot` (tests check what a delta shares).
+    #[cfg(test)]
+    pub fn shared(&self, slot: u32) -> Option<&Arc<CSpec>> {
+        let i = slot as usize;
+        self.chunks.get(i / CHUNK)?.get(i % CHUNK)?.as_ref()
+    }
+
     /// A new empty slot at the end.
     pub fn push_empty(&mut self) -> u32 {
         let i = self.slots;

@@ -358,6 +358,7 @@ mod tests {
             s = s.apply_delta(delta_to(&s, &next)).unwrap();
             let whole = RulesetState::from_entities(s.version, 0, StateSource::Network, next, None)
                 .unwrap();
+            assert!(!s.live.compiled_whole(), "applied incrementally");
             assert_eq!(s.problems, whole.problems);
             let (a, b) = (s.compiled(), whole.compiled());
             let names: Vec<&str> = b.gate_names().collect();
