@@ -10,6 +10,7 @@
 //! `read` (rulesets, entities, history, diff), `keys` (projects and API
 //! keys), `members` (cluster status collected from every member).
 
+mod batch;
 mod keys;
 mod members;
 mod read;
@@ -32,11 +33,14 @@ use tonic::{Request, Response, Status};
 
 pub struct AdminService {
     node: Shared,
+    batcher: batch::CommitBatcher,
 }
 
 impl AdminService {
+    /// Must be called inside a tokio runtime: it starts the group-commit task.
     pub fn new(node: Shared) -> Self {
-        AdminService { node }
+        let batcher = batch::CommitBatcher::spawn(node.clone());
+        AdminService { node, batcher }
     }
 }
 

@@ -62,6 +62,9 @@ pub struct NodeMetrics {
     pub commits_ok: AtomicU64,
     pub commits_refused: AtomicU64,
     pub commits_forwarded: AtomicU64,
+    /// Raft entries proposed by the group commit, and the commits they carried.
+    pub commit_proposals: AtomicU64,
+    pub commits_proposed: AtomicU64,
 }
 
 /// A snapshot of the values rendered by /metrics.
@@ -178,6 +181,16 @@ pub fn render(scrape: &Scrape<'_>, node: &NodeMetrics) -> String {
         let v = c.load(Ordering::Relaxed);
         let _ = writeln!(out, "flagraft_commits_total{{outcome=\"{outcome}\"}} {v}");
     }
+    let _ = writeln!(
+        out,
+        "# HELP flagraft_commit_proposals_total Raft entries proposed for commits (a group commit carries several).\n# TYPE flagraft_commit_proposals_total counter\nflagraft_commit_proposals_total {}",
+        node.commit_proposals.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP flagraft_commits_proposed_total Commits carried by those entries.\n# TYPE flagraft_commits_proposed_total counter\nflagraft_commits_proposed_total {}",
+        node.commits_proposed.load(Ordering::Relaxed)
+    );
     node.commit_latency.render(
         "flagraft_commit_latency_seconds",
         "Leader-side time from proposing a commit to its apply.",

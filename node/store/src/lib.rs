@@ -97,6 +97,7 @@ mod canonical;
 mod codec;
 mod error;
 mod keys;
+mod log_cache;
 mod log_store;
 mod state;
 mod types;
@@ -131,7 +132,8 @@ pub async fn open(
     std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
     let sled_config = sled::Config::new()
         .path(dir.join("sled"))
-        .cache_capacity(config.cache_capacity_bytes);
+        .cache_capacity(config.cache_capacity_bytes)
+        .mode(sled::Mode::HighThroughput);
     // sled may panic on some corrupt files; that must become an error naming the dir.
     let db = match catch_unwind(AssertUnwindSafe(|| sled_config.open())) {
         Ok(Ok(db)) => db,

@@ -10,6 +10,7 @@
 
 use crate::codec;
 use crate::keys;
+use crate::log_cache::LogCache;
 use crate::types::{LogId, StorageError, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{Entry, StorageIOError, Vote};
@@ -113,7 +114,14 @@ struct Inner {
     /// The state machine's last applied index and the purges shared with it.
     applied: watch::Receiver<u64>,
     purges: Arc<Purges>,
+    /// The newest entries, decoded (see `log_cache`).
+    recent: LogCache,
 }
+
+/// What the decoded-entry cache may hold: enough for replication and apply to find what was
+/// just appended, bounded in memory.
+const CACHE_ENTRIES: usize = 4096;
+const CACHE_BYTES: usize = 64 << 20;
 
 impl LogStore {
     /// Must be called inside a tokio runtime: it spawns the flusher task.
@@ -136,6 +144,7 @@ impl LogStore {
                 max_read_entries: max_read_entries.max(1),
                 applied,
                 purges,
+                recent: LogCache::new(CACHE_ENTRIES, CACHE_BYTES),
             }),
         })
     }
@@ -167,6 +176,16 @@ impl LogStore {
         end: Bound<u64>,
         limited: bool,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        let start_index = match start {
+            Bound::Included(i) => Some(i),
+            Bound::Excluded(i) => i.checked_add(1),
+            Bound::Unbounded => Some(0),
+        };
+        let end_index = match end {
+            Bound::Included(i) => i.checked_add(1),
+            Bound::Excluded(i) => Some(i),
+            Bound::Unbounded => None,
+        };
         let to_key = |b: Bound<u64>| match b {
             Bound::Included(i) => Bound::Included(keys::log_entry(i)),
             Bound::Excluded(i) => Bound::Excluded(keys::log_entry(i)),
@@ -180,6 +199,10 @@ impl LogStore {
             Bound::Unbounded => Bound::Included(keys::log_entry(u64::MAX)),
             b => b,
         };
+        let limit = limited.then_some((self.inner.max_read_bytes, self.inner.max_read_entries));
+        if let Some(entries) = cached_range(&self.inner.recent, start_index, end_index, limit) {
+            return Ok(entries);
+        }
         let mut out = Vec::new();
         let mut bytes = 0usize;
         for item in self.inner.tree.range::<[u8; 9], _>((start, end)) {
@@ -202,6 +225,16 @@ impl LogStore {
     async fn flush(&self) -> Result<(), sled::Error> {
         self.inner.db.flush_async().await.map(|_| ())
     }
+}
+
+/// `start..end` from the cache, when both ends are known and it holds them all.
+fn cached_range(
+    cache: &LogCache,
+    start: Option<u64>,
+    end: Option<u64>,
+    limit: Option<(usize, usize)>,
+) -> Option<Vec<Entry<TypeConfig>>> {
+    cache.get(start?, end?, limit)
 }
 
 async fn run_flusher(db: sled::Db, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
@@ -316,15 +349,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut batch = sled::Batch::default();
+        let mut written = Vec::new();
         for entry in entries {
             let raw = codec::encode(&entry)
                 .map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
+            let size = raw.len();
             batch.insert(&keys::log_entry(entry.log_id.index), raw);
+            written.push((entry, size));
         }
         self.inner
             .tree
             .apply_batch(batch)
             .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.inner.recent.appended(written);
         if let Err(returned) = self.inner.flush_tx.send(callback) {
             // The flusher is gone (runtime shutting down): flush inline instead.
             let outcome = self
@@ -337,6 +374,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // The cache first: it must never hold an entry sled no longer has.
+        self.inner.recent.truncated(log_id.index);
         let mut batch = sled::Batch::default();
         for item in self
             .inner
@@ -360,6 +399,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// See [`Purges`]: held back while a snapshot install it depends on is in flight.
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let applied = *self.inner.applied.borrow();
+        self.inner.recent.purged(log_id.index);
         self.inner.purges.request(log_id, applied)
     }
 }

@@ -49,6 +49,10 @@ pub type StorageError = openraft::StorageError<NodeId>;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     Commit(CommitCommand),
+    /// Several commits proposed together (the leader's group commit): applied in order, each as
+    /// its own version with its own outcome, exactly as if proposed one after the other. One Raft
+    /// entry for many commits: one append, one replication message, one flush.
+    CommitBatch(Vec<CommitCommand>),
     CreateProject {
         name: String,
         time_ms: u64,
@@ -170,6 +174,8 @@ pub enum CommandOutcome {
     },
     /// For membership and blank entries.
     MembershipChanged,
+    /// One outcome per commit of a [`Command::CommitBatch`], in its order.
+    Batch(Vec<CommandOutcome>),
     KeyCreated {
         id: String,
     },

@@ -282,6 +282,8 @@ fn summary(metrics: &str) -> String {
                 || l.starts_with("flagraft_project_entities")
                 || l.starts_with("flagraft_commit_latency_seconds_sum")
                 || l.starts_with("flagraft_commit_latency_seconds_count")
+                || l.starts_with("flagraft_commit_proposals_total")
+                || l.starts_with("flagraft_commits_proposed_total")
         })
         .collect::<Vec<_>>()
         .join("; ")

@@ -33,6 +33,11 @@ pub fn apply_command(
 ) -> Result<CommandOutcome, CodecError> {
     match command {
         Command::Commit(commit) => apply_commit(view, commit, ctx),
+        Command::CommitBatch(commits) => commits
+            .into_iter()
+            .map(|commit| apply_commit(view, commit, ctx))
+            .collect::<Result<Vec<_>, _>>()
+            .map(CommandOutcome::Batch),
         Command::CreateProject { name, time_ms } => {
             create_project(view, name, time_ms, log_index, ctx)
         }
@@ -79,7 +84,14 @@ fn apply_commit(
         return Ok(CommandOutcome::Rejected { reason });
     }
 
-    let mut p = ProjectState::clone(current);
+    // In place: the view is this apply call's own copy, so only the first commit of a call
+    // (e.g. of a batch) copies the project and the map paths it touches; readers keep the
+    // published view untouched.
+    let Some(p) = view.projects.get_mut(&cmd.project).map(Arc::make_mut) else {
+        return Ok(CommandOutcome::UnknownProject {
+            project: cmd.project,
+        });
+    };
     let inc = p.meta.incarnation;
     let version = p.meta.version + 1;
     let commit_time_ms = p.meta.commit_time_ms.max(cmd.proposed_time_ms);
@@ -123,15 +135,14 @@ fn apply_commit(
         &record::encode(&record, &texts)?,
     )?;
 
-    remember_request(&mut p, &record, ctx)?;
-    compact_history(&mut p, version, ctx.history_limit, ctx.writer)?;
+    remember_request(p, &record, ctx)?;
+    compact_history(p, version, ctx.history_limit, ctx.writer)?;
 
     p.meta.version = version;
     p.meta.commit_time_ms = commit_time_ms;
     ctx.writer
         .insert(keys::project(&cmd.project), codec::encode(&p.meta)?);
     let digest = p.meta.digest;
-    view.projects.insert(cmd.project.clone(), Arc::new(p));
     ctx.changes.push(AppliedChange::Version {
         project: cmd.project.clone(),
         record: Arc::new(record),

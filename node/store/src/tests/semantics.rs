@@ -398,3 +398,62 @@ async fn readers_keep_their_copy_while_applies_go_on() {
     assert_eq!(after.entities.len(), 2);
     assert_eq!(after.head.digest, full_digest(&h.sm, "default"));
 }
+
+#[tokio::test]
+async fn a_commit_batch_applies_like_the_same_commits_one_by_one() {
+    // The same five commits, once as a batch in one entry and once as five entries.
+    let commits = || {
+        let mut stale = commit("default", vec![gate("c", json!(3))], vec![]);
+        stale.expected_version = Some(0); // conflicts: the first commit made it version 1
+        let mut first = commit("default", vec![gate("a", json!(1))], vec![]);
+        first.request_id = Some("req-1".into());
+        let mut retry = commit("default", vec![gate("a", json!(1))], vec![]);
+        retry.request_id = Some("req-1".into()); // a retry inside the same batch
+        let delete_missing = commit("default", vec![], vec![gate("zz", json!(0)).key]);
+        vec![
+            first,
+            stale,
+            retry,
+            delete_missing,
+            commit("default", vec![gate("b", json!(2))], vec![]),
+        ]
+    };
+    let mut batched = Harness::new().await;
+    let out = batched.run(Command::CommitBatch(commits())).await;
+    let CommandOutcome::Batch(outcomes) = out else {
+        panic!("a batch answers with a batch outcome, got {out:?}")
+    };
+    let mut single = Harness::new().await;
+    let expected = single
+        .apply(commits().into_iter().map(Command::Commit).collect())
+        .await;
+    assert_eq!(outcomes, expected);
+    assert_eq!(committed_version(&outcomes[0]), 1);
+    assert!(matches!(
+        outcomes[1],
+        CommandOutcome::Conflict {
+            current_version: 1,
+            ..
+        }
+    ));
+    assert!(matches!(
+        outcomes[2],
+        CommandOutcome::Committed {
+            version: 1,
+            duplicate: true,
+            ..
+        }
+    ));
+    assert!(matches!(outcomes[3], CommandOutcome::Rejected { .. }));
+    assert_eq!(committed_version(&outcomes[4]), 2);
+    // Same state, same history, one version per successful commit.
+    assert_eq!(batched.sm.head("default"), single.sm.head("default"));
+    assert_eq!(
+        batched.sm.history("default", 1, 10).unwrap(),
+        single.sm.history("default", 1, 10).unwrap()
+    );
+    assert_eq!(
+        full_digest(&batched.sm, "default"),
+        batched.sm.head("default").unwrap().digest
+    );
+}
