@@ -24,7 +24,8 @@ pub(crate) const CHUNK: usize = 64;
 /// Shards of a [`NameMap`].
 pub(crate) const SHARDS: usize = 64;
 
-type Chunk = Vec<Option<Arc<CSpec>>>;
+/// A fixed array, so a cell is one hop from the chunk pointer.
+type Chunk = [Option<Arc<CSpec>>; CHUNK];
 
 /// Specs by slot. A slot may be empty (a deleted spec whose slot waits for
 /// reuse); nothing compiled refers to an empty slot, and iteration skips it.
@@ -65,10 +66,7 @@ impl SpecTable {
     pub fn push_empty(&mut self) -> u32 {
         let i = self.slots;
         if i.is_multiple_of(CHUNK) {
-            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
-        }
-        if let Some(last) = self.chunks.last_mut() {
-            Arc::make_mut(last).push(None);
+            self.chunks.push(Arc::new(std::array::from_fn(|_| None)));
         }
         self.slots += 1;
         i as u32
@@ -77,6 +75,9 @@ impl SpecTable {
     /// Fill or empty an existing slot (copy-on-write of its chunk only).
     pub fn set(&mut self, slot: u32, spec: Option<Arc<CSpec>>) {
         let i = slot as usize;
+        if i >= self.slots {
+            return;
+        }
         if let Some(chunk) = self.chunks.get_mut(i / CHUNK) {
             if let Some(cell) = Arc::make_mut(chunk).get_mut(i % CHUNK) {
                 *cell = spec;
