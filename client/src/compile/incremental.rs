@@ -38,7 +38,8 @@ use super::{id_list_members, CSpec, CompiledRuleset, Compiler, Source};
 use crate::entity::{Entity, EntityKey, EntityKind};
 use crate::limits::MAX_ENTITIES;
 use crate::model::Spec;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use hashbrown::{HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Read access to the entities a [`LiveRuleset`] is compiled from (the
@@ -235,6 +236,7 @@ impl LiveRuleset {
     ) {
         let old = self.forget(key);
         let entity = entities.entity(key);
+        let shared_key = Arc::new(key.clone());
         let Some(t) = table_no(key.kind) else {
             let rs = &mut self.compiled;
             if key.kind == EntityKind::Setting {
@@ -260,10 +262,10 @@ impl LiveRuleset {
                     problems,
                     refs: Arc::new([]),
                 };
-                self.remember(Arc::new(key.clone()), info);
+                self.remember(shared_key.clone(), info);
             }
             if existed != self.compiled.id_lists.contains_key(&key.name) {
-                appeared_or_gone.push(Arc::new(key.clone()));
+                appeared_or_gone.push(shared_key);
             }
             return;
         };
@@ -284,21 +286,21 @@ impl LiveRuleset {
                     None => table.push_empty(),
                 };
                 index.insert(key.name.as_str().into(), s);
-                appeared_or_gone.push(Arc::new(key.clone()));
+                appeared_or_gone.push(shared_key.clone());
                 Some(s)
             }
             (None, Some(s)) => {
                 table.set(s, None);
                 index.remove(&key.name);
                 self.book.free[t].push_back(s);
-                appeared_or_gone.push(Arc::new(key.clone()));
+                appeared_or_gone.push(shared_key.clone());
                 None
             }
             (None, None) => None,
         };
         if entity.is_some() {
             work.push(Work {
-                key: Arc::new(key.clone()),
+                key: shared_key,
                 slot,
                 spec,
                 problems: problems.len(),
