@@ -4,7 +4,7 @@
 //! targets, salts pre-joined into hash prefixes, ID lists as hashed-key sets.
 //!
 //! Two entry points: [`CompiledRuleset::from_entities`] is strict (any
-//! problem of [`Severity::Error`] refuses the ruleset, all problems are
+//! problem of [`Severity::Error`](crate::Severity::Error) refuses the ruleset, all problems are
 //! returned), [`CompiledRuleset::compile_lenient`] keeps going like Statsig's
 //! core does (a spec that cannot be read is dropped and evaluates as
 //! unrecognised) and returns the problems alongside.

@@ -4,7 +4,7 @@
 //!
 //! # What a delta recompiles
 //!
-//! Specs live in slots that never move ([`SpecTable`](super::table)); a
+//! Specs live in slots that never move (`SpecTable`, in `compile/table.rs`); a
 //! compiled reference (`pass_gate`, `configDelegate`, `experiment_group`)
 //! holds a slot, everything else about other entities is looked up by name at
 //! evaluation (ID lists, settings). So a delta recompiles:
