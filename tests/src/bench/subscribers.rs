@@ -427,7 +427,10 @@ async fn session(
         if ws.answer_pings().await.is_err() {
             break End::Failed;
         }
+        // Biased: a message that is already in is read without polling the
+        // timer or the stop signal first (no random branch order per message).
         tokio::select! {
+            biased;
             r = ws.fill() => match r {
                 Ok(true) => {}
                 Ok(false) | Err(_) => break End::Failed,

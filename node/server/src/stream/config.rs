@@ -24,9 +24,11 @@ pub struct StreamConfig {
     pub max_connections: usize,
     /// tungstenite read buffer (initial capacity) per connection.
     pub read_buffer_bytes: usize,
-    /// tungstenite write buffer target per connection (0: write each message at once).
+    /// tungstenite write buffer target per connection (0: write each frame at
+    /// once). tungstenite only writes control frames (pong, close reply); messages
+    /// are written as pre-built frames through the connection's bounded outbox.
     pub write_buffer_bytes: usize,
-    /// Cap on a connection's write buffer.
+    /// Cap on tungstenite's write buffer of a connection.
     pub max_write_buffer_bytes: usize,
     /// Largest message a client may send.
     pub max_client_message_bytes: usize,

@@ -70,10 +70,11 @@ impl<T> AsyncWrite for Duplex<T> {
 type Ws<T> = WebSocketStream<Duplex<T>>;
 
 fn ws_config(c: &super::config::StreamConfig) -> WebSocketConfig {
-    // tungstenite only writes control frames here: no write buffer to speak of.
+    // tungstenite only writes control frames (pong, close reply) here, into the
+    // outbox; messages go to the outbox as frames built by `frame.rs`.
     WebSocketConfig::default()
         .read_buffer_size(c.read_buffer_bytes)
-        .write_buffer_size(0)
+        .write_buffer_size(c.write_buffer_bytes)
         .max_write_buffer_size(c.max_write_buffer_bytes.max(1))
         .max_message_size(Some(c.max_client_message_bytes))
         .max_frame_size(Some(c.max_client_message_bytes))

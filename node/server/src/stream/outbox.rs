@@ -339,3 +339,102 @@ impl AsyncWrite for OutboxWriter {
         Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
+    fn delta(from: u64, to: u64) -> Arc<EncodedDelta> {
+        Arc::new(EncodedDelta {
+            from_version: from,
+            to_version: to,
+            frame: super::super::frame::text(&format!("{from}->{to}")),
+        })
+    }
+
+    /// An outbox over an in-memory socket taking at most `capacity` bytes unread.
+    fn outbox(capacity: usize, limit: usize) -> (Arc<Outbox>, DuplexStream) {
+        let (ours, theirs) = tokio::io::duplex(capacity);
+        (Outbox::new(Box::pin(ours), limit), theirs)
+    }
+
+    async fn read_exactly(peer: &mut DuplexStream, frames: &[Arc<EncodedDelta>]) {
+        let want: Vec<u8> = frames.iter().flat_map(|d| d.frame.to_vec()).collect();
+        let mut got = vec![0; want.len()];
+        tokio::time::timeout(std::time::Duration::from_secs(5), peer.read_exact(&mut got))
+            .await
+            .expect("frames arrive")
+            .expect("read");
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn the_hub_writes_only_to_an_idle_caught_up_connection_in_order() {
+        let (out, mut peer) = outbox(1 << 16, 8);
+        // Before the initial sync: everything waits for the task, in order.
+        assert_eq!(out.offer_delta(&delta(0, 1)), Offer::Kept);
+        assert!(matches!(out.next_push(), Some(Push::Delta(d)) if d.to_version == 1));
+        out.set_version(1);
+        assert!(out.go_live());
+        // Caught up: written at once by the hub, the version follows.
+        let (d2, d3) = (delta(1, 2), delta(2, 3));
+        assert_eq!(out.offer_delta(&d2), Offer::Kept);
+        assert_eq!(out.offer_delta(&d3), Offer::Kept);
+        assert_eq!(out.version(), 3);
+        assert!(!out.has_unsent());
+        read_exactly(&mut peer, &[d2, d3]).await;
+        // Already covered: nothing.
+        assert_eq!(out.offer_delta(&delta(1, 2)), Offer::Kept);
+        assert!(out.next_push().is_none());
+        // A gap goes to the task, and so does everything after it.
+        assert_eq!(out.offer_delta(&delta(4, 5)), Offer::Kept);
+        assert_eq!(out.offer_delta(&delta(5, 6)), Offer::Kept);
+        assert_eq!(out.version(), 3, "the hub wrote nothing past the gap");
+        assert!(matches!(out.next_push(), Some(Push::Delta(d)) if d.from_version == 4));
+        assert!(!out.go_live(), "one more push waits");
+        assert!(matches!(out.next_push(), Some(Push::Delta(d)) if d.from_version == 5));
+        assert!(out.go_live());
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_does_not_read_is_cut_off_as_too_slow_without_waiting() {
+        let (out, mut peer) = outbox(64, 3);
+        out.set_version(0);
+        assert!(out.go_live());
+        let big: Vec<Arc<EncodedDelta>> = (0..8)
+            .map(|v| {
+                Arc::new(EncodedDelta {
+                    from_version: v,
+                    to_version: v + 1,
+                    frame: super::super::frame::text(&"x".repeat(100)),
+                })
+            })
+            .collect();
+        let offers: Vec<Offer> = big.iter().map(|d| out.offer_delta(d)).collect();
+        assert_eq!(offers[..3], [Offer::Kept, Offer::Kept, Offer::Kept]);
+        assert_eq!(
+            offers[3],
+            Offer::Dropped,
+            "a 4th waiting frame is one too many"
+        );
+        assert_eq!(out.close.get(), Some(CloseCode::TooSlow));
+        // What was accepted still arrives whole and in order once the peer reads.
+        let reader = tokio::spawn(async move {
+            read_exactly(&mut peer, &big[..3]).await;
+        });
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        assert!(out.flush_until(deadline).await.is_ok());
+        reader.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_full_inbox_is_too_slow_too() {
+        let (out, _peer) = outbox(1 << 16, 2);
+        assert_eq!(out.offer(Push::Resync), Offer::Kept);
+        assert_eq!(out.offer(Push::Recheck), Offer::Kept);
+        assert_eq!(out.offer(Push::Resync), Offer::Dropped);
+        assert_eq!(out.close.get(), Some(CloseCode::TooSlow));
+        assert_eq!(out.offer_delta(&delta(0, 1)), Offer::Dropped);
+    }
+}
