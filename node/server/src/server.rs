@@ -10,6 +10,7 @@ use crate::raft_service::RaftService;
 use crate::state::{NodeState, Shared};
 use crate::{auth, bootstrap, http};
 use anyhow::{anyhow, Context};
+use axum::serve::ListenerExt;
 use flagraft_proto::admin::v1::admin_server::AdminServer;
 use flagraft_proto::raft::v1::raft_server::RaftServer;
 use flagraft_store::{Identity, Raft, StoreConfig};
@@ -175,6 +176,11 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         .merge(crate::initialize::router(initialize));
     let http_stop = signalled(stop_admin_rx.clone());
     let http_task = tokio::spawn(async move {
+        // Nagle off: a pushed delta must leave at once, not wait for the
+        // previous segment's ACK.
+        let http_listener = http_listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(http_listener, http_router)
             .with_graceful_shutdown(http_stop)
             .await
