@@ -6,7 +6,7 @@
 //! reported as warnings. A dependency cycle can only ever end at the
 //! nesting depth limit, so it is an error that strict compilation refuses.
 
-use crate::compile::{CompiledRuleset, Source};
+use crate::compile::{CSpec, CompiledRuleset, Source};
 use crate::entity::{EntityKey, EntityKind};
 use crate::model::Spec;
 use crate::problem::ValidationError;
@@ -116,6 +116,13 @@ fn edges(rs: &CompiledRuleset, (kind, i): Node) -> Vec<Node> {
         1 => &rs.configs[i as usize],
         _ => &rs.layers[i as usize],
     };
+    spec_edges(spec)
+}
+
+/// The specs `spec` evaluates: gates it passes through (kind 0) and the
+/// configs it delegates to or reads a group of (kind 1), by slot. The edges of
+/// the cycle check here and of the incremental compile's.
+pub(crate) fn spec_edges(spec: &CSpec) -> Vec<Node> {
     let mut out = Vec::new();
     for r in spec.rules.iter() {
         if let Some(d) = r.delegate {

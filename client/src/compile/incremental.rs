@@ -34,7 +34,7 @@
 //! the chunk lists (n / 64 pointers): measured by `cargo bench -p
 //! flagraft-client --bench delta`.
 
-use super::{id_list_members, CSpec, CompiledRuleset, Compiler, Source};
+use super::{id_list_members, CSpec, CompiledRuleset, Compiler};
 use crate::entity::{Entity, EntityKey, EntityKind};
 use crate::limits::MAX_ENTITIES;
 use crate::model::Spec;
@@ -423,20 +423,7 @@ fn edges(rs: &CompiledRuleset, (t, slot): (u8, u32)) -> Vec<(u8, u32)> {
         1 => rs.configs.get(slot),
         _ => rs.layers.get(slot),
     };
-    let mut out = Vec::new();
-    for r in spec.iter().flat_map(|s| s.rules.iter()) {
-        if let Some(d) = r.delegate {
-            out.push((1, d));
-        }
-        for c in r.conditions.iter() {
-            match c.source {
-                Source::Gate { index: Some(g), .. } => out.push((0, g)),
-                Source::ExperimentGroup(Some(e)) => out.push((1, e)),
-                _ => {}
-            }
-        }
-    }
-    out
+    spec.map(crate::validate::spec_edges).unwrap_or_default()
 }
 
 fn is_segment_list_operator(op: Option<&str>) -> bool {

@@ -70,7 +70,9 @@
 //! - Log: `append` writes entries to sled, then a flusher task runs `flush_async` and only after
 //!   it returns calls openraft's callback (one flush serves every append written before it).
 //!   `save_vote` and `truncate` flush before returning. `purge` writes its marker and removals in
-//!   one atomic batch.
+//!   one atomic batch. The newest entries are also kept decoded in memory (`log_cache.rs`) for
+//!   replication and apply; the cache is filled only after sled has an entry and cut before a
+//!   truncation, so it never holds what sled does not.
 //! - State machine: each `apply` call writes all its effects (entities, records, request ids,
 //!   project heads, last applied, membership) in ONE atomic sled batch of one tree, then swaps the
 //!   in-memory view. It is not flushed per apply: after a crash sled recovers a prefix of its
@@ -92,6 +94,10 @@
 //!   snapshot; subscribers must resync every project from `ruleset()`.
 //! - `StoreConfig` has more fields (all with defaults); `StateMachineStore::flush()` and `dir()`.
 //! - `Commit` bodies serialize as JSON text inside the serde representation (works with bincode).
+//! - `Command::CommitBatch(Vec<CommitCommand>)` → `CommandOutcome::Batch(Vec<CommandOutcome>)`:
+//!   the leader's group commit; applied exactly as the same commits one entry each.
+//! - Snapshot format 3 carries history records as their stored bytes (in memory only, so no
+//!   on-disk migration; nodes of one cluster must run the same format).
 
 mod canonical;
 mod codec;

@@ -245,12 +245,19 @@ impl<S: StreamSource> StreamHub<S> {
         // Reused for every version: no allocation per subscriber and commit.
         let mut batch: Vec<(u64, Arc<Outbox>)> = Vec::new();
         loop {
+            // Shutdown first: once a node has said goodbye, no delta may follow it.
             let change = tokio::select! {
-                c = changes.recv() => c,
+                biased;
                 _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => return,
+                c = changes.recv() => c,
             };
             match change {
                 Ok(SourceChange::Version { project, record }) => {
+                    // Deltas are written straight into sockets: re-check, the goodbye may
+                    // have been decided while this task waited.
+                    if self.is_shutting_down() {
+                        return;
+                    }
                     if !self.has_subscribers(&project) {
                         continue;
                     }
