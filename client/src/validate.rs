@@ -10,6 +10,7 @@ use crate::compile::{CSpec, CompiledRuleset, Source};
 use crate::entity::{EntityKey, EntityKind};
 use crate::model::Spec;
 use crate::problem::ValidationError;
+use std::ops::ControlFlow;
 
 /// A node of the dependency graph: (0 = gate, 1 = config, 2 = layer, index).
 type Node = (u8, u32);
@@ -147,52 +148,74 @@ fn node_name(rs: &CompiledRuleset, (kind, i): Node) -> EntityKey {
     }
 }
 
-/// Report every dependency cycle once (iterative DFS, so deep graphs
-/// cannot overflow the stack).
+/// Report every dependency cycle once.
 fn check_cycles(rs: &CompiledRuleset, problems: &mut Vec<ValidationError>) {
-    use std::collections::HashMap;
+    let all = (0..rs.gates.len() as u32)
+        .map(|i| (0, i))
+        .chain((0..rs.configs.len() as u32).map(|i| (1, i)))
+        .chain((0..rs.layers.len() as u32).map(|i| (2, i)));
+    walk_cycles(
+        all,
+        |n| edges(rs, n),
+        |path, next| {
+            let start = path.iter().position(|n| *n == next).unwrap_or(0);
+            let names: Vec<String> = path[start..]
+                .iter()
+                .chain(std::iter::once(&next))
+                .map(|n| node_name(rs, *n).to_string())
+                .collect();
+            let from = path.last().copied().unwrap_or(next);
+            problems.push(ValidationError::error(
+                Some(&node_name(rs, from)),
+                "rules",
+                format!(
+                    "dependency cycle: {} (evaluation would stop at the nesting limit of {})",
+                    names.join(" -> "),
+                    crate::limits::MAX_NESTING_DEPTH
+                ),
+            ));
+            ControlFlow::Continue(())
+        },
+    );
+}
+
+/// Depth-first search over `edges` from each of `roots` (iteratively, so deep
+/// graphs cannot overflow the stack), visiting every node once. For each edge
+/// back into the current path it calls `on_cycle(path, next)`, where `path`
+/// runs from the root to the node whose edge leads to `next`; `Break` stops
+/// the search. Shared by validation (every cycle) and the incremental compile
+/// (is there one?).
+pub(crate) fn walk_cycles(
+    roots: impl IntoIterator<Item = Node>,
+    edges: impl Fn(Node) -> Vec<Node>,
+    mut on_cycle: impl FnMut(&[Node], Node) -> ControlFlow<()>,
+) {
     #[derive(Clone, Copy, PartialEq)]
     enum Color {
         Grey,
         Black,
     }
-    let mut color: HashMap<Node, Color> = HashMap::new();
-    let all: Vec<Node> = (0..rs.gates.len() as u32)
-        .map(|i| (0, i))
-        .chain((0..rs.configs.len() as u32).map(|i| (1, i)))
-        .chain((0..rs.layers.len() as u32).map(|i| (2, i)))
-        .collect();
-    for root in all {
+    let mut color: std::collections::HashMap<Node, Color> = std::collections::HashMap::new();
+    for root in roots {
         if color.contains_key(&root) {
             continue;
         }
-        let mut stack: Vec<(Node, Vec<Node>)> = vec![(root, edges(rs, root))];
         color.insert(root, Color::Grey);
+        let mut stack: Vec<(Node, Vec<Node>)> = vec![(root, edges(root))];
         while let Some((node, pending)) = stack.last_mut() {
             let node = *node;
             match pending.pop() {
                 Some(next) => match color.get(&next) {
                     None => {
                         color.insert(next, Color::Grey);
-                        let e = edges(rs, next);
+                        let e = edges(next);
                         stack.push((next, e));
                     }
                     Some(Color::Grey) => {
-                        let start = stack.iter().position(|(n, _)| *n == next).unwrap_or(0);
-                        let path: Vec<String> = stack[start..]
-                            .iter()
-                            .map(|(n, _)| node_name(rs, *n).to_string())
-                            .chain(std::iter::once(node_name(rs, next).to_string()))
-                            .collect();
-                        problems.push(ValidationError::error(
-                            Some(&node_name(rs, node)),
-                            "rules",
-                            format!(
-                                "dependency cycle: {} (evaluation would stop at the nesting limit of {})",
-                                path.join(" -> "),
-                                crate::limits::MAX_NESTING_DEPTH
-                            ),
-                        ));
+                        let path: Vec<Node> = stack.iter().map(|(n, _)| *n).collect();
+                        if on_cycle(&path, next).is_break() {
+                            return;
+                        }
                     }
                     Some(Color::Black) => {}
                 },

@@ -38,7 +38,7 @@ use super::{id_list_members, CSpec, CompiledRuleset, Compiler};
 use crate::entity::{Entity, EntityKey, EntityKind};
 use crate::limits::MAX_ENTITIES;
 use crate::model::Spec;
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashSet;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -379,40 +379,18 @@ impl LiveRuleset {
     }
 
     /// Phase 4: whether a dependency cycle is reachable from `roots`
-    /// (iterative DFS; visits only what the roots reach).
+    /// (visits only what the roots reach).
     fn has_cycle(&self, roots: &[(u8, u32)]) -> bool {
-        #[derive(Clone, Copy, PartialEq)]
-        enum Color {
-            Grey,
-            Black,
-        }
-        let mut color: HashMap<(u8, u32), Color> = HashMap::new();
-        for &root in roots {
-            if color.contains_key(&root) {
-                continue;
-            }
-            color.insert(root, Color::Grey);
-            let mut stack = vec![(root, edges(&self.compiled, root))];
-            while let Some((node, pending)) = stack.last_mut() {
-                let node = *node;
-                match pending.pop() {
-                    Some(next) => match color.get(&next) {
-                        None => {
-                            color.insert(next, Color::Grey);
-                            let e = edges(&self.compiled, next);
-                            stack.push((next, e));
-                        }
-                        Some(Color::Grey) => return true,
-                        Some(Color::Black) => {}
-                    },
-                    None => {
-                        color.insert(node, Color::Black);
-                        stack.pop();
-                    }
-                }
-            }
-        }
-        false
+        let mut found = false;
+        crate::validate::walk_cycles(
+            roots.iter().copied(),
+            |n| edges(&self.compiled, n),
+            |_, _| {
+                found = true;
+                std::ops::ControlFlow::Break(())
+            },
+        );
+        found
     }
 }
 
