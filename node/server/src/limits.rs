@@ -36,3 +36,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 pub const READY_MAX_APPLY_LAG: u64 = 1000;
 /// Graceful shutdown: longest wait for in-flight requests to finish.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+
+/// Streams a peer may reset before the node accepted them, per HTTP/2
+/// connection, before the connection is closed (h2's defence against
+/// rapid-reset floods; its default of 20 is far below what Raft's short RPC
+/// timeouts produce after a pause or a healed partition). Raft peers are
+/// cluster members; admin callers are authenticated per call.
+pub const RAFT_MAX_PENDING_RESETS: usize = 4096;
+pub const ADMIN_MAX_PENDING_RESETS: usize = 1024;

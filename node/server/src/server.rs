@@ -3,7 +3,10 @@
 use crate::admin::AdminService;
 use crate::config::NodeConfig;
 use crate::forward::Forwarder;
-use crate::limits::{ADMIN_MAX_MESSAGE_BYTES, RAFT_MAX_MESSAGE_BYTES, SHUTDOWN_DRAIN};
+use crate::limits::{
+    ADMIN_MAX_MESSAGE_BYTES, ADMIN_MAX_PENDING_RESETS, RAFT_MAX_MESSAGE_BYTES,
+    RAFT_MAX_PENDING_RESETS, SHUTDOWN_DRAIN,
+};
 use crate::metrics::NodeMetrics;
 use crate::raft_network::Network;
 use crate::raft_service::RaftService;
@@ -121,6 +124,11 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let raft_task = tokio::spawn(
         Server::builder()
             .tcp_nodelay(true)
+            // Raft RPCs time out in tens of milliseconds, and every timeout resets a stream.
+            // After a pause or a partition heals, a peer resets many before they are
+            // accepted; h2's default (20) then tears the connection down with GOAWAY again
+            // and again, and commits stalled for seconds in chaos runs.
+            .http2_max_pending_accept_reset_streams(Some(RAFT_MAX_PENDING_RESETS))
             .add_service(raft_svc)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(raft_listener).with_nodelay(Some(true)),
@@ -144,6 +152,8 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let admin_task = tokio::spawn(
         Server::builder()
             .tcp_nodelay(true)
+            // Clients give up on calls too (deadlines); see RAFT_MAX_PENDING_RESETS.
+            .http2_max_pending_accept_reset_streams(Some(ADMIN_MAX_PENDING_RESETS))
             .add_service(admin_svc)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(admin_listener).with_nodelay(Some(true)),

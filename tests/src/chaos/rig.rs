@@ -180,12 +180,14 @@ async fn run_faults(
 
 /// The head by a linearizable read, asking every node at once (the first answer wins:
 /// a node that still believes it leads must not hold the measurement up).
-async fn linearizable_head(cluster: &ChaosCluster) -> Option<(u64, String)> {
+/// The head from the first node that answers a linearizable read, or why the
+/// last one did not.
+async fn linearizable_head(cluster: &ChaosCluster) -> Result<(u64, String), String> {
     let asks = cluster
         .ids
         .iter()
-        .filter_map(|&id| cluster.admin(id))
-        .map(|mut admin| {
+        .filter_map(|&id| cluster.admin(id).map(|admin| (id, admin)))
+        .map(|(id, mut admin)| {
             Box::pin(async move {
                 let mut req = tonic::Request::new(pb::GetRulesetRequest {
                     project: PROJECT.into(),
@@ -199,13 +201,14 @@ async fn linearizable_head(cluster: &ChaosCluster) -> Option<(u64, String)> {
                         let r = r.into_inner();
                         Ok((r.version, r.digest))
                     }
-                    _ => Err(()),
+                    Ok(Err(s)) => Err(format!("node {id}: {}: {}", s.code(), s.message())),
+                    Err(_) => Err(format!("node {id}: no answer within 2 s")),
                 }
             })
         });
+    // On failure select_ok gives the last node's reason.
     futures_util::future::select_ok(asks)
         .await
-        .ok()
         .map(|(head, _)| head)
 }
 
@@ -245,9 +248,12 @@ async fn settle(
         .collect();
     let mut samples: Samples = vec![Vec::new(); names.len()];
     let mut head: Option<(u64, String)> = None;
+    let mut last_read_error = String::from("no read attempted");
     // Sampled every 50 ms until everyone holds the head, or a little past the limit so a
-    // late arrival is measured rather than just missed.
-    let give_up_ns = deadline_ns + 5_000_000_000;
+    // late arrival is measured rather than just missed. Workload tasks may take a while to
+    // finish after the faults stop: the head is still read for at least 10 s from here
+    // (convergence is measured from `started_ns` all the same).
+    let give_up_ns = (deadline_ns + 5_000_000_000).max(rec.now_ns() + 10_000_000_000);
     while rec.now_ns() < give_up_ns {
         let seen_nodes =
             futures_util::future::join_all(cluster.ids.iter().map(|&id| local_head(cluster, id)))
@@ -267,7 +273,10 @@ async fn settle(
         }
         if head.is_none() {
             // After the sampling, so a slow read does not skew the sample times.
-            head = linearizable_head(cluster).await;
+            match linearizable_head(cluster).await {
+                Ok(h) => head = Some(h),
+                Err(e) => last_read_error = e,
+            }
         }
         if let Some((hv, hd)) = &head {
             let all_there = samples
@@ -279,8 +288,11 @@ async fn settle(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (head_version, head_digest) =
-        head.ok_or_else(|| RigError("no linearizable read of the head succeeded".into()))?;
+    let (head_version, head_digest) = head.ok_or_else(|| {
+        RigError(format!(
+            "no linearizable read of the head succeeded (last: {last_read_error})"
+        ))
+    })?;
     let participants = names
         .into_iter()
         .zip(&samples)

@@ -13,6 +13,7 @@ use crate::state::Shared;
 use flagraft_store::{Command, CommandOutcome, CommitCommand};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
@@ -26,6 +27,13 @@ const MAX_BATCH_COMMITS: usize = 256;
 const MAX_BATCH_BYTES: usize = 4 << 20;
 /// Commits waiting for a proposal; callers wait (async) beyond it.
 const QUEUE: usize = 4096;
+/// Longest a proposal holds its in-flight slot. A leader that loses its term
+/// may never hear the fate of what it proposed (the entry can be truncated by
+/// the next leader); without a bound, such proposals would hold every slot and
+/// stall all later commits on this node (seen in chaos runs: 15 s without a
+/// commit after a partition healed). Past it the callers get UNAVAILABLE
+/// ("outcome unknown") and retry with their request id.
+const PROPOSAL_WAIT: Duration = Duration::from_secs(3);
 
 struct Pending {
     cmd: CommitCommand,
@@ -102,22 +110,46 @@ async fn run(node: Shared, mut rx: mpsc::Receiver<Pending>) {
     }
 }
 
+fn outcome_unknown() -> Status {
+    Status::unavailable(format!(
+        "no outcome within {} s (leadership may have changed); retry with the same request id",
+        PROPOSAL_WAIT.as_secs()
+    ))
+}
+
 async fn propose(node: Shared, mut batch: Vec<Pending>, _permit: OwnedSemaphorePermit) {
     let raft = &node.raft;
     if batch.len() == 1 {
         if let Some(p) = batch.pop() {
-            let outcome = raft
-                .client_write(Command::Commit(p.cmd))
-                .await
-                .map(|r| r.data)
-                .map_err(write_error);
+            let outcome = match tokio::time::timeout(
+                PROPOSAL_WAIT,
+                raft.client_write(Command::Commit(p.cmd)),
+            )
+            .await
+            {
+                Ok(written) => written.map(|r| r.data).map_err(write_error),
+                Err(_) => Err(outcome_unknown()),
+            };
             let _ = p.reply.send(outcome);
         }
         return;
     }
     let (cmds, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
     let n = cmds.len();
-    match raft.client_write(Command::CommitBatch(cmds)).await {
+    let written =
+        match tokio::time::timeout(PROPOSAL_WAIT, raft.client_write(Command::CommitBatch(cmds)))
+            .await
+        {
+            Ok(written) => written,
+            Err(_) => {
+                let status = outcome_unknown();
+                for reply in replies {
+                    let _ = reply.send(Err(status.clone()));
+                }
+                return;
+            }
+        };
+    match written {
         Ok(resp) => match resp.data {
             CommandOutcome::Batch(outcomes) if outcomes.len() == n => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
