@@ -29,16 +29,7 @@ use flagraft_proto::admin::v1 as pb;
 
 /// A small gate entity body that the node's spec checks accept.
 pub fn gate_json(salt: &str) -> String {
-    serde_json::json!({
-        "type": "feature_gate",
-        "entity": "feature_gate",
-        "enabled": true,
-        "salt": salt,
-        "defaultValue": false,
-        "idType": "userID",
-        "rules": [],
-    })
-    .to_string()
+    fixtures::gate_body(salt, serde_json::json!([])).to_string()
 }
 
 /// A commit of one gate named `name`, tagged with `request_id`.

@@ -16,14 +16,9 @@ pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// user IDs, so the node's spec check compiles something realistic.
 pub fn sized_gate_json(salt: &str, target_bytes: usize) -> String {
     let gate = |ids: &[String]| {
-        serde_json::json!({
-            "type": "feature_gate",
-            "entity": "feature_gate",
-            "enabled": true,
-            "salt": salt,
-            "defaultValue": false,
-            "idType": "userID",
-            "rules": [{
+        crate::fixtures::gate_body(
+            salt,
+            serde_json::json!([{
                 "name": "allow-list",
                 "id": "allow-list",
                 "salt": "allow-list",
@@ -38,8 +33,8 @@ pub fn sized_gate_json(salt: &str, target_bytes: usize) -> String {
                     "additionalValues": {},
                     "idType": "userID",
                 }],
-            }],
-        })
+            }]),
+        )
         .to_string()
     };
     let base = gate(&[]).len();
