@@ -142,11 +142,83 @@ struct EntityRef<'a> {
     body: &'a serde_json::Value,
 }
 
+/// An entity body the node-side encoders can write: a JSON tree, or JSON text
+/// (a node keeps bodies as canonical text) written as it is.
+pub trait JsonBody {
+    fn write_json(&self, out: &mut String) -> Result<(), ProtocolError>;
+}
+
+impl JsonBody for serde_json::Value {
+    fn write_json(&self, out: &mut String) -> Result<(), ProtocolError> {
+        let text = serde_json::to_string(self).map_err(|e| ProtocolError::Encode(e.to_string()))?;
+        out.push_str(&text);
+        Ok(())
+    }
+}
+
+/// The text must be one JSON value (the caller's guarantee: it is not parsed).
+impl JsonBody for str {
+    fn write_json(&self, out: &mut String) -> Result<(), ProtocolError> {
+        out.push_str(self);
+        Ok(())
+    }
+}
+
+/// `{"key":…,"body":…}` — the JSON of an [`crate::entity::Entity`].
+fn write_entity<B: JsonBody + ?Sized>(
+    key: &EntityKey,
+    body: &B,
+    out: &mut String,
+) -> Result<(), ProtocolError> {
+    out.push_str("{\"key\":");
+    let key = serde_json::to_string(key).map_err(|e| ProtocolError::Encode(e.to_string()))?;
+    out.push_str(&key);
+    out.push_str(",\"body\":");
+    body.write_json(out)?;
+    out.push('}');
+    Ok(())
+}
+
+/// Encode a `delta` message from borrowed parts: the same JSON as
+/// `encode_server(&ServerMessage::Delta(..))`, with bodies written by
+/// [`JsonBody`] (so a node writes its stored text without parsing it).
+pub fn encode_delta<'a, B, I>(
+    from_version: u64,
+    to_version: u64,
+    commit_time_ms: u64,
+    upserts: I,
+    deletes: &[EntityKey],
+    digest: &RulesetDigest,
+) -> Result<String, ProtocolError>
+where
+    B: JsonBody + ?Sized + 'a,
+    I: Iterator<Item = (&'a EntityKey, &'a B)>,
+{
+    let enc = |e: serde_json::Error| ProtocolError::Encode(e.to_string());
+    let mut out = String::with_capacity(256);
+    out.push_str(&format!(
+        "{{\"type\":\"delta\",\"from_version\":{from_version},\"to_version\":{to_version},\
+         \"commit_time_ms\":{commit_time_ms},\"upserts\":["
+    ));
+    for (i, (key, body)) in upserts.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_entity(key, body, &mut out)?;
+    }
+    out.push_str("],\"deletes\":");
+    out.push_str(&serde_json::to_string(deletes).map_err(enc)?);
+    out.push_str(",\"digest\":\"");
+    out.push_str(&digest.to_hex());
+    out.push_str("\"}");
+    Ok(out)
+}
+
 /// Encode a snapshot as a `snapshot` message followed by as many `snapshot_part`
 /// messages as needed to keep each at about `part_bytes` (a single entity larger
 /// than that gets a message of its own). With one part, the same JSON as
 /// [`encode_snapshot_from`].
-pub fn encode_snapshot_parts<'a, I>(
+pub fn encode_snapshot_parts<'a, B, I>(
     version: u64,
     digest: &RulesetDigest,
     commit_time_ms: u64,
@@ -155,12 +227,15 @@ pub fn encode_snapshot_parts<'a, I>(
     part_bytes: usize,
 ) -> Result<Vec<String>, ProtocolError>
 where
-    I: Iterator<Item = (&'a EntityKey, &'a serde_json::Value)>,
+    B: JsonBody + ?Sized + 'a,
+    I: Iterator<Item = (&'a EntityKey, &'a B)>,
 {
     let enc = |e: serde_json::Error| ProtocolError::Encode(e.to_string());
     let mut groups: Vec<String> = vec![String::new()];
+    let mut text = String::new();
     for (key, body) in entities {
-        let text = serde_json::to_string(&EntityRef { key, body }).map_err(enc)?;
+        text.clear();
+        write_entity(key, body, &mut text)?;
         let current = groups.last().map_or(0, String::len);
         if current > 0 && current + text.len() > part_bytes {
             groups.push(String::new());
@@ -432,6 +507,40 @@ mod tests {
             ).unwrap();
             let single = encode_snapshot_from(version, &digest, 3, SnapshotReason::Resync, entities.iter()).unwrap();
             prop_assert_eq!(whole, vec![single]);
+        }
+
+        #[test]
+        fn encoded_deltas_are_the_messages_json(
+            from in 0u64..1_000_000,
+            step in 1u64..4,
+            t in any::<u64>(),
+            digest in arb_digest(),
+            upserts in prop::collection::vec(arb_entity(), 0..5),
+            deletes in prop::collection::vec(arb_key(), 0..4),
+        ) {
+            let owned = ServerMessage::Delta(Delta {
+                from_version: from,
+                to_version: from + step,
+                commit_time_ms: t,
+                upserts: upserts.clone(),
+                deletes: deletes.clone(),
+                digest,
+            });
+            let want = encode_server(&owned).unwrap();
+            let from_trees = encode_delta(
+                from, from + step, t, upserts.iter().map(|e| (&e.key, &e.body)), &deletes, &digest,
+            ).unwrap();
+            prop_assert_eq!(&from_trees, &want);
+            // Bodies as JSON text (what a node stores) give the same message.
+            let texts: Vec<(EntityKey, String)> = upserts
+                .iter()
+                .map(|e| (e.key.clone(), serde_json::to_string(&e.body).unwrap()))
+                .collect();
+            let from_text = encode_delta(
+                from, from + step, t, texts.iter().map(|(k, b)| (k, b.as_str())), &deletes, &digest,
+            ).unwrap();
+            prop_assert_eq!(&from_text, &want);
+            prop_assert_eq!(decode_server(from_text.as_bytes(), DEFAULT_MAX_SERVER_MESSAGE_BYTES).unwrap(), owned);
         }
 
         #[test]

@@ -7,8 +7,8 @@ mod messages;
 
 pub use close::{CloseCode, Reaction};
 pub use codec::{
-    decode_client, decode_server, encode_client, encode_server, encode_snapshot_from,
-    encode_snapshot_parts, ProtocolError, DEFAULT_MAX_SERVER_MESSAGE_BYTES,
+    decode_client, decode_server, encode_client, encode_delta, encode_server, encode_snapshot_from,
+    encode_snapshot_parts, JsonBody, ProtocolError, DEFAULT_MAX_SERVER_MESSAGE_BYTES,
     MAX_CLIENT_MESSAGE_BYTES, MAX_KEY_BYTES, MAX_SDK_BYTES,
 };
 pub(crate) use messages::digest_hex;

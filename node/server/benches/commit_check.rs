@@ -11,7 +11,6 @@ use flagraft_client::CompiledRuleset;
 use flagraft_node::ruleset_check::check_commit;
 use flagraft_store::EntityMap;
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 fn gate(name: &str, depends_on: Option<&str>) -> Entity {
     let mut rules = vec![json!({
@@ -48,17 +47,17 @@ fn bench(c: &mut Criterion) {
         .collect();
     let current: EntityMap = entities
         .iter()
-        .map(|e| (e.key.clone(), Arc::new(e.body.clone())))
+        .map(|e| (e.key.clone(), flagraft_store::Body::from_value(&e.body)))
         .collect();
     let plain = [gate("g5000", None)];
     let chained = [gate("new", Some("g50"))];
     let mut g = c.benchmark_group("commit_check_10k_gates");
     g.sample_size(20);
     g.bench_function("one_gate_no_references", |b| {
-        b.iter(|| check_commit(&current, &plain, &[]))
+        b.iter(|| check_commit(&current, plain.to_vec(), &[]))
     });
     g.bench_function("one_gate_referencing_a_50_gate_chain", |b| {
-        b.iter(|| check_commit(&current, &chained, &[]))
+        b.iter(|| check_commit(&current, chained.to_vec(), &[]))
     });
     g.bench_function("full_compile_for_comparison", |b| {
         b.iter(|| CompiledRuleset::compile_lenient(&entities))

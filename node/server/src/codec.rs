@@ -55,7 +55,8 @@ mod tests {
             upserts: vec![Entity {
                 key: EntityKey::new(EntityKind::Gate, "g"),
                 body: serde_json::json!({"a": [1, -2, 2.5, "x", null, {"b": true}], "big": u64::MAX}),
-            }],
+            }
+            .into()],
             deletes: vec![EntityKey::new(EntityKind::Config, "c")],
             author: "me".into(),
             message: "m".into(),

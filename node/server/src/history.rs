@@ -19,12 +19,10 @@
 //! are hashed) and must equal the digest recorded for V; a mismatch is an
 //! internal error, never a silently wrong answer.
 
-use flagraft_client::digest::{entity_key_hash, RulesetDigest};
+use flagraft_client::digest::RulesetDigest;
 use flagraft_client::entity::EntityKey;
-use flagraft_store::{EntityMap, StateMachineStore, VersionRecord};
-use serde_json::Value;
+use flagraft_store::{Body, EntityMap, StateMachineStore, VersionRecord};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use tonic::Status;
 
 /// A project's ruleset as of one version.
@@ -187,7 +185,7 @@ pub fn rebuild(
 
     // Each changed entity's state at `version`: the latest retained record at
     // or before it that touched the entity, scanning backwards page by page.
-    let mut at_version: BTreeMap<EntityKey, Option<Value>> = BTreeMap::new();
+    let mut at_version: BTreeMap<EntityKey, Option<Body>> = BTreeMap::new();
     // Version `version`'s digest and commit time, from its record.
     let mut expected = (version == 0).then_some((RulesetDigest::EMPTY, 0));
     let mut end = version;
@@ -241,12 +239,12 @@ pub fn rebuild(
     let mut digest = head.digest;
     for (key, body) in at_version {
         if let Some(now) = entities.get(&key) {
-            digest.remove(&entity_key_hash(&key, now));
+            digest.remove(&now.hash(&key));
         }
         match body {
             Some(b) => {
-                digest.add(&entity_key_hash(&key, &b));
-                entities.insert(key, Arc::new(b));
+                digest.add(&b.hash(&key));
+                entities.insert(key, b);
             }
             None => {
                 entities.remove(&key);
@@ -284,8 +282,8 @@ pub fn rebuild(
 #[derive(Debug, PartialEq)]
 pub struct Change {
     pub key: EntityKey,
-    pub from: Option<Arc<Value>>,
-    pub to: Option<Arc<Value>>,
+    pub from: Option<Body>,
+    pub to: Option<Body>,
 }
 
 /// The two versions and what differs between them, in key order.

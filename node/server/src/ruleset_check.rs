@@ -44,7 +44,7 @@ use flagraft_client::model::Spec;
 use flagraft_client::CompiledRuleset;
 use flagraft_store::EntityMap;
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashSet};
 
 /// Errors listed in one refusal at most (the count says how many there were).
 const MAX_LISTED_ERRORS: usize = 5;
@@ -58,23 +58,14 @@ pub struct Checked {
     pub needs_pin: bool,
 }
 
-/// Checks `upserts`/`deletes` against `current` (see the module docs).
+/// Checks `upserts` (the commit's bodies, parsed) and `deletes` against
+/// `current` (see the module docs).
 pub fn check_commit(
     current: &EntityMap,
-    upserts: &[Entity],
+    upserts: Vec<Entity>,
     deletes: &[EntityKey],
 ) -> Result<Checked, Invalid> {
-    let upserted: HashMap<&EntityKey, &Value> = upserts.iter().map(|e| (&e.key, &e.body)).collect();
     let deleted: HashSet<&EntityKey> = deletes.iter().collect();
-    let resulting = |key: &EntityKey| -> Option<Value> {
-        if let Some(body) = upserted.get(key) {
-            return Some((*body).clone());
-        }
-        if deleted.contains(key) {
-            return None;
-        }
-        current.get(key).map(|b| (**b).clone())
-    };
 
     let added = upserts
         .iter()
@@ -88,26 +79,28 @@ pub fn check_commit(
         )));
     }
 
-    // The upserts and everything they reach through references.
-    let mut closure: Vec<Entity> = upserts.to_vec();
-    let mut seen: HashSet<EntityKey> = upserts.iter().map(|e| e.key.clone()).collect();
-    let mut queue: VecDeque<EntityKey> = upserts.iter().map(|e| e.key.clone()).collect();
+    // The upserts and everything they reach through references. Bodies of the
+    // current ruleset are stored as text and parsed only when reached.
+    let upserted: HashSet<EntityKey> = upserts.iter().map(|e| e.key.clone()).collect();
+    let mut seen = upserted.clone();
+    let mut closure: Vec<Entity> = upserts;
+    let mut next = 0;
     let mut adds_edges = false;
-    while let Some(key) = queue.pop_front() {
-        let Some(body) = resulting(&key) else {
-            continue;
-        };
-        let refs = references(&key, &body);
-        if upserted.contains_key(&key) && !refs.is_empty() {
+    while let Some(e) = closure.get(next) {
+        next += 1;
+        let refs = references(&e.key, &e.body);
+        if upserted.contains(&e.key) && !refs.is_empty() {
             adds_edges = true;
         }
         for r in refs {
-            if seen.contains(&r) {
+            if seen.contains(&r) || deleted.contains(&r) {
                 continue;
             }
-            if let Some(body) = resulting(&r) {
+            if let Some(body) = current.get(&r) {
+                let body = body
+                    .to_value()
+                    .map_err(|err| Invalid(format!("stored body of {r} is unreadable: {err}")))?;
                 seen.insert(r.clone());
-                queue.push_back(r.clone());
                 closure.push(Entity { key: r, body });
             }
         }
@@ -183,7 +176,6 @@ fn references(key: &EntityKey, body: &Value) -> BTreeSet<EntityKey> {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::sync::Arc;
 
     fn gate_body(rules: Value) -> Value {
         json!({
@@ -210,13 +202,13 @@ mod tests {
     fn map(entities: &[Entity]) -> EntityMap {
         entities
             .iter()
-            .map(|e| (e.key.clone(), Arc::new(e.body.clone())))
+            .map(|e| (e.key.clone(), flagraft_store::Body::from_value(&e.body)))
             .collect()
     }
 
     #[test]
     fn a_plain_gate_passes_unpinned() {
-        let r = check_commit(&EntityMap::new(), &[gate("a", json!([]))], &[]);
+        let r = check_commit(&EntityMap::new(), vec![gate("a", json!([]))], &[]);
         assert_eq!(r, Ok(Checked { needs_pin: false }));
     }
 
@@ -224,7 +216,7 @@ mod tests {
     fn references_pin_the_commit_even_to_missing_entities() {
         let r = check_commit(
             &EntityMap::new(),
-            &[gate("a", json!([pass_gate_rule("r1", "later")]))],
+            vec![gate("a", json!([pass_gate_rule("r1", "later")]))],
             &[],
         );
         assert_eq!(r, Ok(Checked { needs_pin: true }));
@@ -240,7 +232,7 @@ mod tests {
         ]);
         let err = check_commit(
             &current,
-            &[gate("c", json!([pass_gate_rule("rc", "b")]))],
+            vec![gate("c", json!([pass_gate_rule("rc", "b")]))],
             &[],
         )
         .unwrap_err();
@@ -258,7 +250,7 @@ mod tests {
             key: EntityKey::new(EntityKind::Gate, "g"),
             body: json!([1]),
         };
-        let err = check_commit(&EntityMap::new(), &[not_an_object], &[]).unwrap_err();
+        let err = check_commit(&EntityMap::new(), vec![not_an_object], &[]).unwrap_err();
         assert_eq!(
             err.0,
             "invalid ruleset: gate 'g': the body must be a JSON object, found an array"
@@ -270,7 +262,7 @@ mod tests {
                 {"id": "r1", "passPercentage": "lots", "conditions": [], "returnValue": true, "idType": "userID"}
             ]}),
         };
-        let err = check_commit(&EntityMap::new(), &[missing_salt], &[]).unwrap_err();
+        let err = check_commit(&EntityMap::new(), vec![missing_salt], &[]).unwrap_err();
         assert!(err.0.contains("gate 'g'"), "{err}");
         assert!(err.0.contains("rule 'r1'"), "{err}");
         assert!(err.0.contains("field rules[0].passPercentage"), "{err}");
@@ -282,13 +274,13 @@ mod tests {
         let mut current = map(&[gate("ok", json!([]))]);
         current.insert(
             EntityKey::new(EntityKind::Gate, "old-bad"),
-            Arc::new(json!("not an object")),
+            flagraft_store::Body::from_value(&json!("not an object")),
         );
-        assert!(check_commit(&current, &[gate("new", json!([]))], &[]).is_ok());
+        assert!(check_commit(&current, vec![gate("new", json!([]))], &[]).is_ok());
         // ... but a commit that references it reaches it and is refused.
         let err = check_commit(
             &current,
-            &[gate("new", json!([pass_gate_rule("r", "old-bad")]))],
+            vec![gate("new", json!([pass_gate_rule("r", "old-bad")]))],
             &[],
         )
         .unwrap_err();
@@ -301,7 +293,7 @@ mod tests {
             gate("a", json!([pass_gate_rule("r", "b")])),
             gate("b", json!([])),
         ]);
-        let r = check_commit(&current, &[], &[EntityKey::new(EntityKind::Gate, "b")]);
+        let r = check_commit(&current, vec![], &[EntityKey::new(EntityKind::Gate, "b")]);
         assert_eq!(r, Ok(Checked { needs_pin: false }));
     }
 
@@ -313,7 +305,7 @@ mod tests {
                 body: json!(i),
             })
             .collect();
-        let err = check_commit(&EntityMap::new(), &bad, &[]).unwrap_err();
+        let err = check_commit(&EntityMap::new(), bad, &[]).unwrap_err();
         assert!(err.0.ends_with("(and 3 more errors)"), "{err}");
     }
 }

@@ -5,7 +5,7 @@ use crate::limits::{
 };
 use flagraft_client::entity::{Entity, EntityKey, EntityKind};
 use flagraft_proto::admin::v1 as pb;
-use flagraft_store::{CommitCommand, VersionRecord};
+use flagraft_store::{Body, CommitCommand, Upsert, VersionRecord};
 use std::collections::HashSet;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -63,8 +63,16 @@ fn truncate(s: &str) -> &str {
     }
 }
 
+/// A well-formed commit: the command to propose, its bodies in canonical
+/// text, and the same bodies parsed, for the leader's ruleset check.
+#[derive(Debug)]
+pub struct ValidCommit {
+    pub cmd: CommitCommand,
+    pub parsed: Vec<Entity>,
+}
+
 /// Validates a CommitRequest; the leader stamps `proposed_time_ms` later.
-pub fn commit_command(req: pb::CommitRequest) -> Result<CommitCommand, Invalid> {
+pub fn commit_command(req: pb::CommitRequest) -> Result<ValidCommit, Invalid> {
     project_name(&req.project)?;
     bounded_text("author", &req.author)?;
     bounded_text("message", &req.message)?;
@@ -84,6 +92,7 @@ pub fn commit_command(req: pb::CommitRequest) -> Result<CommitCommand, Invalid> 
     let mut seen = HashSet::with_capacity(changes);
     let mut total = 0usize;
     let mut upserts = Vec::with_capacity(req.upserts.len());
+    let mut parsed = Vec::with_capacity(req.upserts.len());
     for e in req.upserts {
         let key = entity_key(&e.kind, &e.name)?;
         if e.json.len() > MAX_ENTITY_JSON_BYTES {
@@ -103,7 +112,8 @@ pub fn commit_command(req: pb::CommitRequest) -> Result<CommitCommand, Invalid> 
         if !seen.insert(key.clone()) {
             return Err(invalid(format!("{key} appears twice in one commit")));
         }
-        upserts.push(Entity { key, body });
+        upserts.push(Upsert::new(key.clone(), &body));
+        parsed.push(Entity { key, body });
     }
     let mut deletes = Vec::with_capacity(req.deletes.len());
     for k in req.deletes {
@@ -115,7 +125,7 @@ pub fn commit_command(req: pb::CommitRequest) -> Result<CommitCommand, Invalid> 
     }
     // Whether the bodies compile (with the rest of the ruleset) is checked by
     // the leader before proposing: see `ruleset_check`.
-    Ok(CommitCommand {
+    let cmd = CommitCommand {
         project: req.project,
         upserts,
         deletes,
@@ -124,14 +134,15 @@ pub fn commit_command(req: pb::CommitRequest) -> Result<CommitCommand, Invalid> 
         expected_version: req.expected_version,
         request_id: req.request_id,
         proposed_time_ms: 0,
-    })
+    };
+    Ok(ValidCommit { cmd, parsed })
 }
 
-pub fn entity_to_pb(e: &Entity) -> pb::Entity {
+pub fn entity_to_pb(key: &EntityKey, body: &Body) -> pb::Entity {
     pb::Entity {
-        kind: e.key.kind.as_str().to_string(),
-        name: e.key.name.clone(),
-        json: e.body.to_string(),
+        kind: key.kind.as_str().to_string(),
+        name: key.name.clone(),
+        json: body.as_str().to_string(),
     }
 }
 
@@ -149,7 +160,11 @@ pub fn record_to_pb(r: &VersionRecord) -> pb::VersionRecord {
         message: r.message.clone(),
         commit_time_ms: r.commit_time_ms,
         request_id: r.request_id.clone(),
-        upserts: r.upserts.iter().map(entity_to_pb).collect(),
+        upserts: r
+            .upserts
+            .iter()
+            .map(|u| entity_to_pb(&u.key, &u.body))
+            .collect(),
         deletes: r.deletes.iter().map(key_to_pb).collect(),
         digest: r.digest.to_hex(),
     }
@@ -186,10 +201,13 @@ mod tests {
             name: "c".into(),
         });
         req.request_id = Some("r1".into());
-        let cmd = commit_command(req).unwrap();
+        let ValidCommit { cmd, parsed } = commit_command(req).unwrap();
         assert_eq!(cmd.upserts[0].key, EntityKey::new(EntityKind::Gate, "g"));
-        assert_eq!(cmd.upserts[0].body["enabled"], serde_json::json!(true));
-        assert_eq!(cmd.upserts[0].body["salt"], serde_json::json!("s"));
+        assert_eq!(parsed[0].key, cmd.upserts[0].key);
+        assert_eq!(parsed[0].body["enabled"], serde_json::json!(true));
+        assert_eq!(parsed[0].body["salt"], serde_json::json!("s"));
+        // The proposed body is the canonical text of the parsed one.
+        assert_eq!(cmd.upserts[0].body, Body::from_value(&parsed[0].body));
         assert_eq!(cmd.deletes, vec![EntityKey::new(EntityKind::Config, "c")]);
         assert_eq!(cmd.request_id.as_deref(), Some("r1"));
     }

@@ -29,7 +29,7 @@ fn body(i: u64) -> serde_json::Value {
 fn commit(upserts: Vec<Entity>) -> Command {
     Command::Commit(CommitCommand {
         project: "default".into(),
-        upserts,
+        upserts: upserts.iter().map(flagraft_store::Upsert::from).collect(),
         deletes: vec![],
         author: "bench".into(),
         message: "bench".into(),

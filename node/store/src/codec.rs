@@ -1,7 +1,6 @@
-//! Encodings: bincode 2 (serde mode) for everything stored or shipped, with JSON text for entity
-//! bodies because `serde_json::Value` needs a self-describing format.
+//! Encodings: bincode 2 (serde mode) for everything stored or shipped; entity bodies inside are
+//! canonical JSON text ([`crate::Body`]).
 
-use flagraft_client::entity::{Entity, EntityKey};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -49,47 +48,20 @@ pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>
     Ok(value)
 }
 
-/// serde adapter: a `Vec<Entity>` as a sequence of `(key, body as JSON text)`.
-pub mod entities_as_json {
-    use super::*;
-    use serde::ser::SerializeSeq;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(entities: &[Entity], s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(entities.len()))?;
-        for e in entities {
-            let text = serde_json::to_string(&e.body).map_err(serde::ser::Error::custom)?;
-            seq.serialize_element(&(&e.key, text))?;
-        }
-        seq.end()
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Entity>, D::Error> {
-        let pairs: Vec<(EntityKey, String)> = Vec::deserialize(d)?;
-        pairs
-            .into_iter()
-            .map(|(key, text)| {
-                let body = serde_json::from_str(&text).map_err(serde::de::Error::custom)?;
-                Ok(Entity { key, body })
-            })
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::types::{Command, CommitCommand, TypeConfig};
-    use flagraft_client::entity::EntityKind;
+    use flagraft_client::entity::{EntityKey, EntityKind};
     use serde_json::json;
 
     fn sample() -> Command {
         Command::Commit(CommitCommand {
             project: "p".into(),
-            upserts: vec![Entity {
-                key: EntityKey::new(EntityKind::Gate, "g"),
-                body: json!({"rules": [{"id": 1, "x": null}], "on": true, "f": 1.5}),
-            }],
+            upserts: vec![crate::Upsert::new(
+                EntityKey::new(EntityKind::Gate, "g"),
+                &json!({"rules": [{"id": 1, "x": null}], "on": true, "f": 1.5}),
+            )],
             deletes: vec![EntityKey::new(EntityKind::Config, "c")],
             author: "a".into(),
             message: "m".into(),

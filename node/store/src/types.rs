@@ -1,7 +1,8 @@
 //! The types shared with the node: Raft type config, log commands, their outcomes and the
 //! read models handed out by the state machine.
 
-use crate::codec::entities_as_json;
+use crate::body::{Body, Upsert};
+use crate::codec::CodecError;
 use flagraft_client::digest::RulesetDigest;
 use flagraft_client::entity::{Entity, EntityKey};
 use serde::{Deserialize, Serialize};
@@ -127,9 +128,8 @@ pub struct ApiKey {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CommitCommand {
     pub project: String,
-    /// Bodies travel as JSON text so that non-self-describing codecs (bincode) work too.
-    #[serde(with = "entities_as_json")]
-    pub upserts: Vec<Entity>,
+    /// Bodies in canonical JSON text, canonicalised by the leader.
+    pub upserts: Vec<Upsert>,
     pub deletes: Vec<EntityKey>,
     pub author: String,
     pub message: String,
@@ -242,7 +242,7 @@ pub struct ProjectHead {
 
 /// A persistent (structurally shared) map: cloning it is O(1), so a reader's copy never blocks
 /// apply and apply never copies the ruleset.
-pub type EntityMap = imbl::OrdMap<EntityKey, Arc<serde_json::Value>>;
+pub type EntityMap = imbl::OrdMap<EntityKey, Body>;
 
 /// A consistent copy of a project's ruleset at `head.version`.
 #[derive(Clone, Debug)]
@@ -252,13 +252,15 @@ pub struct RulesetSnapshot {
 }
 
 impl RulesetSnapshot {
-    /// The entities as owned values, in key order.
-    pub fn to_entities(&self) -> Vec<Entity> {
+    /// The entities with their bodies parsed, in key order.
+    pub fn to_entities(&self) -> Result<Vec<Entity>, CodecError> {
         self.entities
             .iter()
-            .map(|(key, body)| Entity {
-                key: key.clone(),
-                body: (**body).clone(),
+            .map(|(key, body)| {
+                Ok(Entity {
+                    key: key.clone(),
+                    body: body.to_value()?,
+                })
             })
             .collect()
     }
@@ -272,8 +274,7 @@ pub struct VersionRecord {
     pub message: String,
     pub commit_time_ms: u64,
     pub request_id: Option<String>,
-    #[serde(with = "entities_as_json")]
-    pub upserts: Vec<Entity>,
+    pub upserts: Vec<Upsert>,
     pub deletes: Vec<EntityKey>,
     pub digest: RulesetDigest,
 }

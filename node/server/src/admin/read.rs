@@ -110,11 +110,7 @@ impl AdminService {
             ))
         })?;
         Ok(pb::GetEntityResponse {
-            entity: Some(pb::Entity {
-                kind: key.kind.as_str().to_string(),
-                name: key.name.clone(),
-                json: body.to_string(),
-            }),
+            entity: Some(validate::entity_to_pb(&key, body)),
             version: view.version,
         })
     }
@@ -164,8 +160,8 @@ impl AdminService {
                     kind: c.key.kind.as_str().to_string(),
                     name: c.key.name,
                     change: change_kind(c.from.is_some(), c.to.is_some()) as i32,
-                    from_json: c.from.map(|b| b.to_string()).unwrap_or_default(),
-                    to_json: c.to.map(|b| b.to_string()).unwrap_or_default(),
+                    from_json: c.from.map(|b| b.as_str().to_string()).unwrap_or_default(),
+                    to_json: c.to.map(|b| b.as_str().to_string()).unwrap_or_default(),
                 })
                 .collect(),
         })

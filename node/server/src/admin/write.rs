@@ -8,7 +8,7 @@ use crate::ruleset_check::{self, Checked};
 use crate::validate::{self, project_name, Invalid};
 use flagraft_client::entity::Entity;
 use flagraft_proto::admin::v1 as pb;
-use flagraft_store::{CommandOutcome, CommitCommand, ProjectHead};
+use flagraft_store::{CommandOutcome, CommitCommand, ProjectHead, Upsert};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tonic::Status;
@@ -61,10 +61,12 @@ impl AdminService {
     }
 
     /// The current head of `project` and the check of `cmd` against it, on a
-    /// blocking thread (it compiles entities).
+    /// blocking thread (it compiles entities). `parsed`: the upserted bodies
+    /// as JSON trees, if the caller has them (else they are parsed here).
     async fn check(
         &self,
         cmd: CommitCommand,
+        parsed: Option<Vec<Entity>>,
         bytes: usize,
     ) -> Result<(CommitCommand, ProjectHead, Checked), Status> {
         let cmd_is_small = cmd.upserts.len() + cmd.deletes.len() <= INLINE_CHECK_CHANGES
@@ -90,7 +92,16 @@ impl AdminService {
             }
         }
         let run = move || {
-            let checked = ruleset_check::check_commit(&rs.entities, &cmd.upserts, &cmd.deletes);
+            let parsed = match parsed {
+                Some(p) => p,
+                None => cmd
+                    .upserts
+                    .iter()
+                    .map(|u| u.to_entity())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| Invalid(format!("a body is unreadable: {e}")))?,
+            };
+            let checked = ruleset_check::check_commit(&rs.entities, parsed, &cmd.deletes);
             checked.map(|c| (cmd, rs.head, c))
         };
         // A small commit checks in tens of microseconds: cheaper inline than
@@ -145,17 +156,21 @@ impl AdminService {
         req: pb::CommitRequest,
     ) -> Result<pb::CommitResponse, Status> {
         let bytes = req.upserts.iter().map(|e| e.json.len()).sum();
-        let cmd = validate::commit_command(req).map_err(invalid)?;
+        let validate::ValidCommit { cmd, parsed } =
+            validate::commit_command(req).map_err(invalid)?;
         if let Some(r) = self.remembered(&cmd.project, cmd.request_id.as_deref()) {
             return Ok(r);
         }
         let caller_expected = cmd.expected_version;
         let project = cmd.project.clone();
         let mut next = Some(cmd);
+        // The first round checks the trees parsed from the request; a retry
+        // parses the canonical bodies again.
+        let mut parsed = Some(parsed);
         let mut round = 0;
         while let Some(cmd) = next.take() {
             round += 1;
-            let (mut checked_cmd, head, checked) = self.check(cmd, bytes).await?;
+            let (mut checked_cmd, head, checked) = self.check(cmd, parsed.take(), bytes).await?;
             let pin_here = caller_expected.is_none() && checked.needs_pin;
             if pin_here {
                 checked_cmd.expected_version = Some(head.version);
@@ -237,10 +252,10 @@ impl AdminService {
                     rebuilt.head.entities.get(key),
                 ) {
                     (Some(then), now) if Some(then) != now => {
-                        bytes += then.to_string().len();
-                        upserts.push(Entity {
+                        bytes += then.len();
+                        upserts.push(Upsert {
                             key: key.clone(),
-                            body: (**then).clone(),
+                            body: then.clone(),
                         });
                     }
                     (None, Some(_)) => deletes.push(key.clone()),
@@ -265,7 +280,7 @@ impl AdminService {
             };
             // The target ruleset was valid when it was current; check anyway
             // (the compiler may have become stricter since).
-            let (cmd, _, _) = self.check(cmd, bytes).await?;
+            let (cmd, _, _) = self.check(cmd, None, bytes).await?;
             match self.propose_commit(cmd, bytes).await? {
                 Ok(resp) => {
                     let want = rebuilt.view.digest.to_hex();

@@ -60,7 +60,15 @@ impl RulesetSource for StoreRulesets {
             digest: rs.head.digest,
             commit_time_ms: rs.head.commit_time_ms,
         };
-        Some((head, rs.to_entities()))
+        // Stored bodies were checked to be JSON when they were applied or loaded; one that
+        // no longer parses is a corrupt store: no answer rather than a wrong one.
+        match rs.to_entities() {
+            Ok(entities) => Some((head, entities)),
+            Err(e) => {
+                tracing::error!(project, error = %e, "cannot read the project's bodies");
+                None
+            }
+        }
     }
 
     fn applied_watch(&self) -> watch::Receiver<u64> {

@@ -391,8 +391,7 @@ impl<S: StreamSource, T: AsyncRead + AsyncWrite> Conn<S, T> {
                 return self.send_snapshot(SnapshotReason::Resync).await;
             };
             for r in records {
-                let text = encode_server(&ServerMessage::Delta(r.to_delta()))
-                    .map_err(|_| End::Close(CloseCode::Internal))?;
+                let text = r.encode().map_err(|_| End::Close(CloseCode::Internal))?;
                 self.send_frame(frame::text(&text)).await?;
                 self.outbox.set_version(r.version);
             }

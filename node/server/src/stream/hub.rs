@@ -13,7 +13,7 @@ use super::outbox::{Offer, Outbox};
 use super::source::{ChangeError, ChangeReceiver, SourceChange, StreamSource};
 use axum::body::Bytes;
 use axum::extract::ws::Utf8Bytes;
-use flagraft_client::protocol::{encode_server, CloseCode, ServerMessage, SnapshotReason};
+use flagraft_client::protocol::{CloseCode, SnapshotReason};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -261,7 +261,7 @@ impl<S: StreamSource> StreamHub<S> {
                     if !self.has_subscribers(&project) {
                         continue;
                     }
-                    let text = match encode_server(&ServerMessage::Delta(record.to_delta())) {
+                    let text = match record.encode() {
                         Ok(t) => t,
                         Err(e) => {
                             // Subscribers will miss this version and fill the gap from history.

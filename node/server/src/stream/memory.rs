@@ -7,6 +7,7 @@ use super::source::{
 use flagraft_client::digest::{entity_key_hash, RulesetDigest};
 use flagraft_client::entity::{Entity, EntityKey};
 use flagraft_client::protocol::{encode_snapshot_parts, SnapshotReason};
+use flagraft_store::Upsert;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, watch};
@@ -92,7 +93,7 @@ impl MemorySource {
             let record = Arc::new(DeltaRecord {
                 version: p.version,
                 commit_time_ms: p.commit_time_ms,
-                upserts,
+                upserts: upserts.iter().map(Upsert::from).collect(),
                 deletes,
                 digest: p.digest,
             });

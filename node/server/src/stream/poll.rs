@@ -132,7 +132,10 @@ fn messages<S: StreamSource>(
                         Some(records) => records
                             .iter()
                             .filter(|r| r.version <= head.version) // the ETag names the head
-                            .map(|r| encode(&ServerMessage::Delta(r.to_delta())))
+                            .map(|r| {
+                                r.encode()
+                                    .map_err(|e| super::source::SourceError(e.to_string()))
+                            })
                             .collect::<Result<_, _>>()?,
                         None => snapshot(SnapshotReason::Resync)?,
                     }

@@ -3,8 +3,9 @@
 //! `store_source.rs`); tests use an in-memory fake.
 
 use flagraft_client::digest::RulesetDigest;
-use flagraft_client::entity::{Entity, EntityKey};
-use flagraft_client::protocol::{Delta, SnapshotReason};
+use flagraft_client::entity::EntityKey;
+use flagraft_client::protocol::{encode_delta, ProtocolError, SnapshotReason};
+use flagraft_store::Upsert;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -22,21 +23,23 @@ pub struct Head {
 pub struct DeltaRecord {
     pub version: u64,
     pub commit_time_ms: u64,
-    pub upserts: Vec<Entity>,
+    /// Bodies as canonical JSON text, written into frames as they are.
+    pub upserts: Vec<Upsert>,
     pub deletes: Vec<EntityKey>,
     pub digest: RulesetDigest,
 }
 
 impl DeltaRecord {
-    pub fn to_delta(&self) -> Delta {
-        Delta {
-            from_version: self.version.saturating_sub(1),
-            to_version: self.version,
-            commit_time_ms: self.commit_time_ms,
-            upserts: self.upserts.clone(),
-            deletes: self.deletes.clone(),
-            digest: self.digest,
-        }
+    /// The `delta` message of this version (the JSON of `ServerMessage::Delta`).
+    pub fn encode(&self) -> Result<String, ProtocolError> {
+        encode_delta(
+            self.version.saturating_sub(1),
+            self.version,
+            self.commit_time_ms,
+            self.upserts.iter().map(|u| (&u.key, u.body.as_str())),
+            &self.deletes,
+            &self.digest,
+        )
     }
 }
 

@@ -30,12 +30,12 @@ fn head_of(h: &ProjectHead) -> Head {
     }
 }
 
-fn delta_of(r: VersionRecord) -> DeltaRecord {
+fn delta_of(r: &VersionRecord) -> DeltaRecord {
     DeltaRecord {
         version: r.version,
         commit_time_ms: r.commit_time_ms,
-        upserts: r.upserts,
-        deletes: r.deletes,
+        upserts: r.upserts.clone(),
+        deletes: r.deletes.clone(),
         digest: r.digest,
     }
 }
@@ -52,7 +52,7 @@ impl ChangeReceiver for StoreChanges {
             Ok(change) => Ok(match &*change {
                 AppliedChange::Version { project, record } => SourceChange::Version {
                     project: project.clone(),
-                    record: Arc::new(delta_of((**record).clone())),
+                    record: Arc::new(delta_of(record)),
                 },
                 AppliedChange::ProjectDeleted { project } => SourceChange::ProjectDeleted {
                     project: project.clone(),
@@ -94,7 +94,7 @@ impl StreamSource for StoreSource {
             &head.digest,
             head.commit_time_ms,
             reason,
-            rs.entities.iter().map(|(k, v)| (k, &**v)),
+            rs.entities.iter().map(|(k, v)| (k, v.as_str())),
             part_bytes,
         )
         .map_err(|e| SourceError(e.to_string()))?;
@@ -108,7 +108,7 @@ impl StreamSource for StoreSource {
         limit: usize,
     ) -> Result<Vec<Arc<DeltaRecord>>, SourceError> {
         let records = self.sm.history(project, from, limit).map_err(store_err)?;
-        Ok(records.into_iter().map(|r| Arc::new(delta_of(r))).collect())
+        Ok(records.iter().map(|r| Arc::new(delta_of(r))).collect())
     }
 
     fn oldest_retained(&self, project: &str) -> Option<u64> {

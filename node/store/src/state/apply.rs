@@ -2,9 +2,8 @@
 //! sled writes in the caller's batch. No clock, no randomness, no config that changes outcomes.
 
 use super::model::{ProjectMeta, ProjectState, RequestEntry, SmView, DEFAULT_PROJECT};
-use super::record;
 use super::values::SmWriter;
-use crate::canonical;
+use crate::body::Body;
 use crate::codec::{self, CodecError};
 use crate::keys;
 use crate::types::{AppliedChange, Command, CommandOutcome, CommitCommand, VersionRecord};
@@ -96,21 +95,17 @@ fn apply_commit(
     let version = p.meta.version + 1;
     let commit_time_ms = p.meta.commit_time_ms.max(cmd.proposed_time_ms);
 
-    // Each body is serialised once: its canonical text is hashed, stored and put in the record.
-    let mut texts = Vec::with_capacity(cmd.upserts.len());
-    for e in &cmd.upserts {
-        let canonical = canonical::canonical_json(&e.body);
-        let hash = canonical::entity_hash_of_canonical(&e.key, &canonical);
-        if let Some(old) = p.hashes.insert(e.key.clone(), hash) {
+    // Bodies arrive canonical (the leader canonicalised them): hashed, stored and recorded
+    // as they are, shared rather than copied.
+    for up in &cmd.upserts {
+        let hash = up.body.hash(&up.key);
+        if let Some(old) = p.hashes.insert(up.key.clone(), hash) {
             p.meta.digest.remove(&old);
         }
         p.meta.digest.add(&hash);
-        p.entities.insert(e.key.clone(), Arc::new(e.body.clone()));
-        let mut stored = Vec::with_capacity(32 + canonical.len());
-        stored.extend_from_slice(&hash);
-        stored.extend_from_slice(&canonical);
-        ctx.writer.put_value(&keys::entity(inc, &e.key), &stored)?;
-        texts.push(canonical);
+        p.entities.insert(up.key.clone(), up.body.clone());
+        ctx.writer
+            .put_value(&keys::entity(inc, &up.key), &entity_value(&hash, &up.body))?;
     }
     for key in &cmd.deletes {
         if let Some(old) = p.hashes.remove(key) {
@@ -130,10 +125,8 @@ fn apply_commit(
         deletes: cmd.deletes,
         digest: p.meta.digest,
     };
-    ctx.writer.put_value(
-        &keys::version(inc, version),
-        &record::encode(&record, &texts)?,
-    )?;
+    ctx.writer
+        .put_value(&keys::version(inc, version), &codec::encode(&record)?)?;
 
     remember_request(p, &record, ctx)?;
     compact_history(p, version, ctx.history_limit, ctx.writer)?;
@@ -159,7 +152,7 @@ fn apply_commit(
 /// Why a delta cannot be applied, if it cannot.
 fn invalid_delta(p: &ProjectState, cmd: &CommitCommand) -> Option<String> {
     let mut seen: BTreeSet<&EntityKey> = BTreeSet::new();
-    for key in cmd.upserts.iter().map(|e| &e.key).chain(&cmd.deletes) {
+    for key in cmd.upserts.iter().map(|u| &u.key).chain(&cmd.deletes) {
         if key.name.is_empty() {
             return Some(format!("a {} with an empty name", key.kind));
         }
@@ -292,20 +285,19 @@ fn delete_project(
     Ok(CommandOutcome::ProjectDeleted { project: name })
 }
 
-/// Stored entity value: its 32-byte hash, then the body as JSON text.
-pub fn entity_value(hash: &[u8; 32], body: &serde_json::Value) -> Result<Vec<u8>, CodecError> {
-    let mut out = Vec::with_capacity(32 + 256);
+/// Stored entity value: its 32-byte hash, then the body's canonical JSON text.
+pub fn entity_value(hash: &[u8; 32], body: &Body) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + body.len());
     out.extend_from_slice(hash);
-    serde_json::to_writer(&mut out, body).map_err(|e| CodecError::Json(e.to_string()))?;
-    Ok(out)
+    out.extend_from_slice(body.as_str().as_bytes());
+    out
 }
 
 /// Inverse of [`entity_value`].
-pub fn parse_entity_value(raw: &[u8]) -> Result<([u8; 32], serde_json::Value), CodecError> {
+pub fn parse_entity_value(raw: &[u8]) -> Result<([u8; 32], Body), CodecError> {
     let hash: [u8; 32] = raw
         .get(..32)
         .and_then(|h| h.try_into().ok())
         .ok_or_else(|| CodecError::Json("entity value shorter than its hash".to_string()))?;
-    let body = serde_json::from_slice(&raw[32..]).map_err(|e| CodecError::Json(e.to_string()))?;
-    Ok((hash, body))
+    Ok((hash, Body::from_canonical_bytes(&raw[32..])?))
 }

@@ -88,7 +88,7 @@ fn load_project(
             .ok_or_else(|| corrupt(dir, format!("missing chunk of {entity_key} in '{name}'")))?;
         let (hash, body) = parse_entity_value(&raw)?;
         p.hashes.insert(entity_key.clone(), hash);
-        p.entities.insert(entity_key, Arc::new(body));
+        p.entities.insert(entity_key, body);
     }
     for item in tree.scan_prefix(keys::scoped(keys::REQUEST_BY_VERSION, inc)) {
         let (key, raw) = item?;

@@ -5,7 +5,6 @@ mod apply;
 mod dropper;
 mod load;
 pub(crate) mod model;
-mod record;
 mod snapshot;
 mod values;
 

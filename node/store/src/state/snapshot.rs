@@ -14,10 +14,10 @@
 use super::apply::entity_value;
 use super::model::{ProjectMeta, ProjectState, RequestEntry, SmView};
 use super::values::{self, SmWriter};
+use crate::body::Body;
 use crate::codec::{self, CodecError};
 use crate::keys;
 use crate::types::{ApiKey, LogId, NodeAddr, NodeId, VersionRecord};
-use flagraft_client::digest::entity_key_hash;
 use flagraft_client::entity::EntityKey;
 use openraft::StoredMembership;
 use serde::{Deserialize, Serialize};
@@ -39,8 +39,8 @@ pub struct SnapshotPayload {
 pub struct ProjectSnapshot {
     pub name: String,
     pub meta: ProjectMeta,
-    /// Key and body as JSON text, in key order.
-    pub entities: Vec<(EntityKey, String)>,
+    /// Key and body (canonical JSON text), in key order.
+    pub entities: Vec<(EntityKey, Body)>,
     pub requests: Vec<(u64, String, RequestEntry)>,
     /// Each record encoded as sled holds it (`codec::encode` of a [`VersionRecord`]).
     pub history: Vec<serde_bytes::ByteBuf>,
@@ -60,12 +60,11 @@ pub enum SnapshotError {
 pub fn build(view: &SmView, tree: &sled::Tree) -> Result<Vec<u8>, SnapshotError> {
     let mut projects = Vec::with_capacity(view.projects.len());
     for (name, p) in view.projects.iter() {
-        let mut entities = Vec::with_capacity(p.entities.len());
-        for (key, body) in p.entities.iter() {
-            let text =
-                serde_json::to_string(&**body).map_err(|e| CodecError::Json(e.to_string()))?;
-            entities.push((key.clone(), text));
-        }
+        let entities = p
+            .entities
+            .iter()
+            .map(|(key, body)| (key.clone(), body.clone()))
+            .collect();
         let requests = p
             .request_versions
             .iter()
@@ -177,14 +176,12 @@ fn install_project(
 ) -> Result<ProjectState, SnapshotError> {
     let inc = ps.meta.incarnation;
     let mut p = ProjectState::new(ps.meta);
-    for (key, text) in &ps.entities {
-        let body: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| CodecError::Json(e.to_string()))?;
+    for (key, body) in &ps.entities {
         // Re-hashing here (once per install, not per commit) verifies the carried digest.
-        let hash = entity_key_hash(key, &body);
-        writer.put_value(&keys::entity(inc, key), &entity_value(&hash, &body)?)?;
+        let hash = body.hash(key);
+        writer.put_value(&keys::entity(inc, key), &entity_value(&hash, body))?;
         p.hashes.insert(key.clone(), hash);
-        p.entities.insert(key.clone(), Arc::new(body));
+        p.entities.insert(key.clone(), body.clone());
     }
     if p.digest_from_hashes() != p.meta.digest {
         return Err(SnapshotError::Invalid(format!(

@@ -2,10 +2,10 @@
 
 use crate::{
     open, Command, CommandOutcome, CommitCommand, Identity, LogStore, StateMachineStore,
-    StoreConfig, TypeConfig,
+    StoreConfig, TypeConfig, Upsert,
 };
 use flagraft_client::digest::{entity_key_hash, RulesetDigest};
-use flagraft_client::entity::{Entity, EntityKey, EntityKind};
+use flagraft_client::entity::{EntityKey, EntityKind};
 use openraft::storage::RaftStateMachine;
 use openraft::{Entry, EntryPayload};
 use std::path::Path;
@@ -94,14 +94,11 @@ async fn open_retrying(dir: &Path, config: StoreConfig) -> (LogStore, StateMachi
     }
 }
 
-pub fn gate(name: &str, body: serde_json::Value) -> Entity {
-    Entity {
-        key: EntityKey::new(EntityKind::Gate, name),
-        body,
-    }
+pub fn gate(name: &str, body: serde_json::Value) -> Upsert {
+    Upsert::new(EntityKey::new(EntityKind::Gate, name), &body)
 }
 
-pub fn commit(project: &str, upserts: Vec<Entity>, deletes: Vec<EntityKey>) -> CommitCommand {
+pub fn commit(project: &str, upserts: Vec<Upsert>, deletes: Vec<EntityKey>) -> CommitCommand {
     CommitCommand {
         project: project.to_string(),
         upserts,
@@ -120,7 +117,7 @@ pub fn full_digest(sm: &StateMachineStore, project: &str) -> RulesetDigest {
     let hashes: Vec<[u8; 32]> = rs
         .entities
         .iter()
-        .map(|(k, body)| entity_key_hash(k, body))
+        .map(|(k, body)| entity_key_hash(k, &body.to_value().unwrap()))
         .collect();
     RulesetDigest::from_hashes(&hashes)
 }

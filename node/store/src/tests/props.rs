@@ -2,8 +2,8 @@
 //! and a reopened store agrees.
 
 use super::harness::*;
-use crate::{Command, CommandOutcome, StoreConfig};
-use flagraft_client::entity::{Entity, EntityKey, EntityKind};
+use crate::{Command, CommandOutcome, StoreConfig, Upsert};
+use flagraft_client::entity::{EntityKey, EntityKind};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -25,10 +25,10 @@ fn to_command(ops: &[Op]) -> Command {
     let mut deletes = Vec::new();
     for op in ops {
         match op {
-            Op::Upsert(kind, n, v) => upserts.push(Entity {
-                key: EntityKey::new(*kind, format!("e{n}")),
-                body: serde_json::json!({"v": v, "tags": [n]}),
-            }),
+            Op::Upsert(kind, n, v) => upserts.push(Upsert::new(
+                EntityKey::new(*kind, format!("e{n}")),
+                &serde_json::json!({"v": v, "tags": [n]}),
+            )),
             Op::Delete(kind, n) => deletes.push(EntityKey::new(*kind, format!("e{n}"))),
         }
     }

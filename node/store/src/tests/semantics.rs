@@ -388,9 +388,11 @@ async fn readers_keep_their_copy_while_applies_go_on() {
     assert_eq!(before.head.version, 1);
     assert_eq!(before.entities.len(), 1);
     assert_eq!(
-        **before
+        before
             .entities
             .get(&EntityKey::new(EntityKind::Gate, "a"))
+            .unwrap()
+            .to_value()
             .unwrap(),
         json!(1)
     );
