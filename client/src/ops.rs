@@ -57,17 +57,23 @@ pub enum StrSet {
 }
 
 impl StrSet {
+    /// Only membership counts, so duplicates are dropped and order is not kept. Each item is
+    /// moved in, not copied: the leader compiles every committed gate to validate it.
     fn new(items: Vec<String>) -> StrSet {
-        let mut seen = HashSet::new();
-        let unique: Vec<Box<str>> = items
-            .into_iter()
-            .filter(|s| seen.insert(s.clone()))
-            .map(String::into_boxed_str)
-            .collect();
-        if unique.len() >= HASH_SET_MIN {
-            StrSet::Large(unique.into_iter().collect())
+        if items.len() < HASH_SET_MIN {
+            let mut unique: Vec<Box<str>> = Vec::with_capacity(items.len());
+            for s in items {
+                if !unique.iter().any(|t| **t == *s) {
+                    unique.push(s.into_boxed_str());
+                }
+            }
+            return StrSet::Small(unique);
+        }
+        let set: HashSet<Box<str>> = items.into_iter().map(String::into_boxed_str).collect();
+        if set.len() >= HASH_SET_MIN {
+            StrSet::Large(set)
         } else {
-            StrSet::Small(unique)
+            StrSet::Small(set.into_iter().collect())
         }
     }
 
@@ -172,7 +178,12 @@ impl Check {
                     // Object sets are compared by key, as-is.
                     Value::Object(m) => Some(StrSet::new(m.keys().cloned().collect())),
                     Value::Array(a) => Some(StrSet::new(
-                        a.iter().map(|v| to_lower(&target_text(v))).collect(),
+                        a.iter()
+                            .map(|v| match v {
+                                Value::String(s) => to_lower(s),
+                                other => to_lower(&target_text(other)),
+                            })
+                            .collect(),
                     )),
                     _ => None,
                 };
@@ -513,6 +524,29 @@ mod tests {
         let dv = user.as_ref().map(DynValue::from_json);
         let lhs = dv.as_ref().map(DynValue::lhs).unwrap_or(Lhs::MISSING);
         c.apply(&lhs, &|list, key| list == "L" && key == b"TmgID6Nv")
+    }
+
+    #[test]
+    fn string_sets_keep_each_member_once_at_every_size() {
+        for n in [
+            0usize,
+            1,
+            HASH_SET_MIN - 1,
+            HASH_SET_MIN,
+            HASH_SET_MIN + 1,
+            100,
+        ] {
+            // Every item twice: duplicates never count.
+            let items: Vec<String> = (0..n).chain(0..n).map(|i| format!("u{i}")).collect();
+            let set = StrSet::new(items);
+            assert_eq!(set.len(), n);
+            assert!(
+                matches!(set, StrSet::Large(_)) == (n >= HASH_SET_MIN),
+                "{n}"
+            );
+            assert!((0..n).all(|i| set.contains(&format!("u{i}"))));
+            assert!(!set.contains("absent"));
+        }
     }
 
     #[test]

@@ -28,7 +28,9 @@ pub const PROJECT: u8 = b'n';
 pub const ENTITY: u8 = b'x';
 pub const VERSION: u8 = b'v';
 pub const REQUEST: u8 = b'r';
-pub const REQUEST_BY_VERSION: u8 = b'q';
+/// Legacy: a version -> request id index written by earlier releases; each `r` value holds its
+/// version, so the index was redundant (two more sled writes per commit). Removed at open.
+pub const LEGACY_REQUEST_BY_VERSION: u8 = b'q';
 pub const API_KEY: u8 = b'k';
 
 pub fn api_key(id: &str) -> Vec<u8> {
@@ -83,18 +85,6 @@ pub fn request(incarnation: u64, request_id: &str) -> Vec<u8> {
     k
 }
 
-pub fn request_by_version(incarnation: u64, version: u64) -> [u8; 17] {
-    let mut k = [0u8; 17];
-    k[..9].copy_from_slice(&scoped(REQUEST_BY_VERSION, incarnation));
-    k[9..].copy_from_slice(&version.to_be_bytes());
-    k
-}
-
-pub fn u64_suffix(key: &[u8]) -> Option<u64> {
-    let tail: [u8; 8] = key.get(9..17)?.try_into().ok()?;
-    Some(u64::from_be_bytes(tail))
-}
-
 fn kind_byte(kind: EntityKind) -> u8 {
     match kind {
         EntityKind::Gate => 0,
@@ -129,7 +119,6 @@ mod tests {
     fn versions_sort_numerically() {
         assert!(version(1, 255) < version(1, 256));
         assert!(version(1, u64::MAX) < version(2, 0));
-        assert_eq!(u64_suffix(&version(1, 300)), Some(300));
         assert!(log_entry(9) < log_entry(10));
     }
 }

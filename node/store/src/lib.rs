@@ -18,7 +18,6 @@
 //!                   x <inc> <kind:u8> <entity name>  -> 32-byte entity hash ++ body JSON
 //!                   v <inc> <version:u64 BE>         -> bincode VersionRecord
 //!                   r <inc> <request id>             -> bincode {version, digest, commit time}
-//!                   q <inc> <version:u64 BE>         -> request id
 //!                   k <key id>            -> bincode ApiKey {id, project, kind, sha256, ...}
 //!                   c <key> <i:u32 BE>    -> chunk i of a large x or v value
 //! ```

@@ -182,8 +182,6 @@ fn remember_request(
         p.request_versions.insert(record.version, id.clone());
         ctx.writer
             .insert(keys::request(inc, id), codec::encode(&entry)?);
-        ctx.writer
-            .insert(keys::request_by_version(inc, record.version), id.as_bytes());
     }
     if let Some(expired) = record.version.checked_sub(REQUEST_ID_WINDOW) {
         if let Some(id) = p.request_versions.remove(&expired) {
@@ -191,7 +189,6 @@ fn remember_request(
                 p.requests.remove(&id);
                 ctx.writer.remove(keys::request(inc, &id));
             }
-            ctx.writer.remove(keys::request_by_version(inc, expired));
         }
     }
     Ok(())
@@ -273,8 +270,7 @@ fn delete_project(
     for v in p.meta.oldest_retained..=p.meta.version {
         ctx.writer.remove_value(&keys::version(inc, v))?;
     }
-    for (v, id) in p.request_versions.iter() {
-        ctx.writer.remove(keys::request_by_version(inc, *v));
+    for id in p.request_versions.values() {
         ctx.writer.remove(keys::request(inc, id));
     }
     ctx.writer.remove(keys::project(&name));

@@ -25,7 +25,26 @@ pub async fn load_or_init(
         db.flush_async().await?;
         return Ok(view);
     }
-    load(tree, dir)
+    let view = load(tree, dir)?;
+    remove_legacy_request_index(tree)?;
+    Ok(view)
+}
+
+/// Drops the version -> request id index earlier releases wrote (see
+/// [`keys::LEGACY_REQUEST_BY_VERSION`]). Not flushed: if a crash loses it, the next open
+/// removes what is left.
+fn remove_legacy_request_index(tree: &sled::Tree) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    let mut any = false;
+    for item in tree.scan_prefix([keys::LEGACY_REQUEST_BY_VERSION]) {
+        let (key, _) = item?;
+        batch.remove(key);
+        any = true;
+    }
+    if any {
+        tree.apply_batch(batch)?;
+    }
+    Ok(())
 }
 
 /// The head keys of a view without entities: the `default` project of a fresh state machine.
@@ -90,20 +109,14 @@ fn load_project(
         p.hashes.insert(entity_key.clone(), hash);
         p.entities.insert(entity_key, body);
     }
-    for item in tree.scan_prefix(keys::scoped(keys::REQUEST_BY_VERSION, inc)) {
+    let prefix = keys::scoped(keys::REQUEST, inc);
+    for item in tree.scan_prefix(prefix) {
         let (key, raw) = item?;
-        let version = keys::u64_suffix(&key)
-            .ok_or_else(|| corrupt(dir, format!("bad request key in project '{name}'")))?;
-        let id = String::from_utf8(raw.to_vec())
+        let id = String::from_utf8(key[prefix.len()..].to_vec())
             .map_err(|_| corrupt(dir, format!("bad request id in project '{name}'")))?;
-        let entry: RequestEntry = match tree.get(keys::request(inc, &id))? {
-            Some(raw) => codec::decode(&raw)?,
-            None => continue,
-        };
-        if entry.version == version {
-            p.requests.insert(id.clone(), entry);
-        }
-        p.request_versions.insert(version, id);
+        let entry: RequestEntry = codec::decode(&raw)?;
+        p.request_versions.insert(entry.version, id.clone());
+        p.requests.insert(id, entry);
     }
     // Torn or tampered state shows up here: the stored digest is the running sum of the hashes.
     if p.digest_from_hashes() != p.meta.digest {

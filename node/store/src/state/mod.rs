@@ -225,6 +225,12 @@ impl StateMachineStore {
         self.shared.tree.len()
     }
 
+    /// The state machine tree itself (tests write what older releases left behind).
+    #[cfg(test)]
+    pub(crate) fn tree_for_tests(&self) -> &sled::Tree {
+        &self.shared.tree
+    }
+
     /// Makes everything applied so far durable.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.shared.db.flush_async().await?;

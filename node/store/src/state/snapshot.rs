@@ -193,7 +193,6 @@ fn install_project(
         p.requests.insert(id.clone(), *entry);
         p.request_versions.insert(*version, id.clone());
         writer.insert(keys::request(inc, id), codec::encode(entry)?);
-        writer.insert(keys::request_by_version(inc, *version), id.as_bytes());
     }
     let mut expected = ps.meta.oldest_retained;
     for raw in &ps.history {

@@ -28,12 +28,41 @@ async fn reopen_after_drop_keeps_state_history_log_and_vote() {
     crate::tests::log::append_and_wait(&mut h.log, entries).await;
     h.sm.flush().await.unwrap();
 
+    // What an earlier release also wrote: a version -> request id index, dropped at open.
+    let legacy = [
+        crate::keys::LEGACY_REQUEST_BY_VERSION,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        2,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        1,
+    ];
+    h.sm.tree_for_tests().insert(legacy, "r0").unwrap();
+    let keys_before = h.sm.stored_key_count() - 1;
+    h.sm.flush().await.unwrap();
+
     let heads = h.sm.projects();
     let ruleset = h.sm.ruleset("p").unwrap();
     let history = h.sm.history("p", 0, 100).unwrap();
     let applied = h.sm.last_applied();
 
     let mut h = h.reopen(StoreConfig::default()).await;
+    assert_eq!(
+        h.sm.stored_key_count(),
+        keys_before,
+        "the legacy index is gone"
+    );
     assert_eq!(h.sm.projects(), heads);
     assert_eq!(h.sm.ruleset("p").unwrap().entities, ruleset.entities);
     assert_eq!(h.sm.history("p", 0, 100).unwrap(), history);
