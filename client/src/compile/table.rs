@@ -157,16 +157,19 @@ type Shard<V> = Arc<HashTable<(Arc<str>, V)>>;
 /// Names to values, sharded so that a change copies one shard. One hash
 /// (foldhash, randomly seeded per map) picks the shard (bits 32..38) and
 /// the bucket within it (hashbrown uses the low bits and the top 7).
+/// A shard is allocated on its first insert: an empty map (most maps of a
+/// small ruleset, e.g. the one the leader compiles to validate a commit)
+/// costs no allocation.
 #[derive(Clone, Debug)]
 pub(crate) struct NameMap<V> {
-    shards: [Shard<V>; SHARDS],
+    shards: [Option<Shard<V>>; SHARDS],
     hasher: DefaultHashBuilder,
 }
 
 impl<V> Default for NameMap<V> {
     fn default() -> Self {
         NameMap {
-            shards: std::array::from_fn(|_| Arc::new(HashTable::new())),
+            shards: std::array::from_fn(|_| None),
             hasher: DefaultHashBuilder::default(),
         }
     }
@@ -180,6 +183,7 @@ impl<V: Clone> NameMap<V> {
     pub fn get(&self, name: &str) -> Option<&V> {
         let h = self.hasher.hash_one(name);
         self.shards[shard_of(h)]
+            .as_ref()?
             .find(h, |(k, _)| **k == *name)
             .map(|(_, v)| v)
     }
@@ -191,8 +195,8 @@ impl<V: Clone> NameMap<V> {
     pub fn insert(&mut self, name: Arc<str>, value: V) {
         let hasher = &self.hasher;
         let h = hasher.hash_one(&*name);
-        let shard = Arc::make_mut(&mut self.shards[shard_of(h)]);
-        match shard.entry(h, |(k, _)| *k == name, |(k, _)| hasher.hash_one(&**k)) {
+        let shard = self.shards[shard_of(h)].get_or_insert_with(|| Arc::new(HashTable::new()));
+        match Arc::make_mut(shard).entry(h, |(k, _)| *k == name, |(k, _)| hasher.hash_one(&**k)) {
             Entry::Occupied(mut o) => o.get_mut().1 = value,
             Entry::Vacant(v) => {
                 v.insert((name, value));
@@ -202,11 +206,13 @@ impl<V: Clone> NameMap<V> {
 
     pub fn remove(&mut self, name: &str) {
         let h = self.hasher.hash_one(name);
-        let i = shard_of(h);
-        if self.shards[i].find(h, |(k, _)| **k == *name).is_none() {
+        let Some(shard) = self.shards[shard_of(h)].as_mut() else {
+            return;
+        };
+        if shard.find(h, |(k, _)| **k == *name).is_none() {
             return;
         }
-        if let Ok(o) = Arc::make_mut(&mut self.shards[i]).find_entry(h, |(k, _)| **k == *name) {
+        if let Ok(o) = Arc::make_mut(shard).find_entry(h, |(k, _)| **k == *name) {
             o.remove();
         }
     }
@@ -275,7 +281,11 @@ mod tests {
         assert_eq!(b.get("gate_5"), None);
         assert_eq!(b.get("fresh"), Some(&7));
         let shared = (0..SHARDS)
-            .filter(|&i| Arc::ptr_eq(&a.shards[i], &b.shards[i]))
+            .filter(|&i| match (&a.shards[i], &b.shards[i]) {
+                (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+                (None, None) => true,
+                _ => false,
+            })
             .count();
         assert!(shared >= SHARDS - 2, "{shared} shards shared");
     }

@@ -40,7 +40,6 @@
 use crate::validate::Invalid;
 use flagraft_client::entity::{Entity, EntityKey, EntityKind};
 use flagraft_client::limits::MAX_ENTITIES;
-use flagraft_client::model::Spec;
 use flagraft_client::CompiledRuleset;
 use flagraft_store::EntityMap;
 use serde_json::Value;
@@ -136,7 +135,9 @@ pub fn check_commit(
 
 /// The gates and configs a spec depends on when evaluated: nested gates
 /// (`pass_gate`/`fail_gate`), experiment groups and config delegates — the
-/// edges the SDK's cycle check follows.
+/// edges the SDK's cycle check follows. Read from the JSON directly (the
+/// fields `Spec::from_body` reads them from), without building the spec: the
+/// compile of the closure reports anything malformed.
 fn references(key: &EntityKey, body: &Value) -> BTreeSet<EntityKey> {
     let mut out = BTreeSet::new();
     if !matches!(
@@ -145,24 +146,23 @@ fn references(key: &EntityKey, body: &Value) -> BTreeSet<EntityKey> {
     ) {
         return out;
     }
-    let mut ignored = Vec::new();
-    let Some(spec) = Spec::from_body(key, body, &mut ignored) else {
-        return out;
-    };
-    for rule in &spec.rules {
-        if let Some(d) = &rule.config_delegate {
-            out.insert(EntityKey::new(EntityKind::Config, d.as_str()));
+    let rules = body.get("rules").and_then(Value::as_array);
+    for rule in rules.into_iter().flatten() {
+        if let Some(d) = rule.get("configDelegate").and_then(Value::as_str) {
+            out.insert(EntityKey::new(EntityKind::Config, d));
         }
-        for c in &rule.conditions {
-            match c.condition_type.as_str() {
-                "pass_gate" | "fail_gate" => {
-                    if let Some(g) = c.target_value.as_str() {
+        let conditions = rule.get("conditions").and_then(Value::as_array);
+        for c in conditions.into_iter().flatten() {
+            let text = |field: &str| c.get(field).and_then(Value::as_str);
+            match text("type") {
+                Some("pass_gate" | "fail_gate") => {
+                    if let Some(g) = text("targetValue") {
                         out.insert(EntityKey::new(EntityKind::Gate, g));
                     }
                 }
-                "experiment_group" => {
-                    if let Some(f) = &c.field {
-                        out.insert(EntityKey::new(EntityKind::Config, f.as_str()));
+                Some("experiment_group") => {
+                    if let Some(f) = text("field") {
+                        out.insert(EntityKey::new(EntityKind::Config, f));
                     }
                 }
                 _ => {}
