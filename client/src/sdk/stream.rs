@@ -229,7 +229,9 @@ impl Session<'_> {
                             let hb = Duration::from_millis(w.heartbeat_ms.clamp(100, 300_000));
                             ping_every = hb;
                             silence = hb * 3;
-                            next_ping = Instant::now() + hb;
+                            // A random phase: clients that connected together (a node's
+                            // restart) do not ping it all in the same instant ever after.
+                            next_ping = Instant::now() + super::backoff::jitter(hb / 2, hb);
                             let mut h = self.shared.health_mut();
                             h.connected = true;
                             h.node_id = Some(w.node_id);

@@ -380,7 +380,9 @@ async fn session(
                 "welcome" => {
                     if let Some(hb) = h.heartbeat_ms.filter(|&hb| hb > 0) {
                         let hb = Duration::from_millis(hb);
-                        ping = tokio::time::interval_at(tokio::time::Instant::now() + hb, hb);
+                        // A random phase, as the SDK pings.
+                        let first = tokio::time::Instant::now() + jitter(hb / 2, hb);
+                        ping = tokio::time::interval_at(first, hb);
                     }
                     fleet.node_of[i].store(h.node_id.unwrap_or(node), Ordering::Relaxed);
                 }

@@ -48,6 +48,9 @@ struct Args {
     /// JSON size of each committed entity.
     #[arg(long, default_value_t = 2048)]
     entity_bytes: usize,
+    /// Print every commit's fan-out time (to stderr), with when it happened.
+    #[arg(long)]
+    print_samples: bool,
 }
 
 fn main() {
@@ -148,6 +151,7 @@ async fn run(args: Args) -> anyhow::Result<Vec<Row>> {
         &rss_before,
         connect_started,
         &commit,
+        args.print_samples,
     )
     .await;
     let f = fleet.fleet.clone();
@@ -182,6 +186,7 @@ async fn measure(
     rss_before: &BTreeMap<u64, u64>,
     connect_started: Instant,
     commit: &dyn Fn(usize) -> flagraft_proto::admin::v1::CommitRequest,
+    print_samples: bool,
 ) -> anyhow::Result<Vec<Row>> {
     let bench = format!("{total} subscribers");
     let mut rows = Vec::new();
@@ -226,7 +231,7 @@ async fn measure(
     let nodes_wait = cluster::cluster_run_queue_wait(c);
     let fanout_started = Instant::now();
     for i in 0..commits {
-        let (resp, _) = commit_once(admin, commit(i + 1))
+        let (resp, rtt) = commit_once(admin, commit(i + 1))
             .await
             .map_err(|s| anyhow!("commit {i}: {s}"))?;
         let acked = Instant::now();
@@ -244,6 +249,15 @@ async fn measure(
             before_ack += 1;
         }
         fanout.push(all.saturating_duration_since(acked));
+        if print_samples {
+            // One line per commit, to see when slow ones happen (e.g. periodic stalls).
+            eprintln!(
+                "sample {i}: fan-out {:.1} ms, commit round trip {:.2} ms, at {:.3} s",
+                ms(all.saturating_duration_since(acked)),
+                ms(rtt),
+                fanout_started.elapsed().as_secs_f64()
+            );
+        }
     }
     let fanout_elapsed = fanout_started.elapsed();
     let nodes_cpu = cluster::cluster_cpu_time(c).saturating_sub(nodes_cpu);

@@ -109,6 +109,15 @@ impl StreamConfig {
     }
 
     /// This connection's age limit: max age shortened by a random jitter.
+    /// When a connection's second heartbeat is due (the first goes out at once): at a random
+    /// point of the second half of an interval, so connections opened together (a reconnect
+    /// storm, a restart) do not all send their heartbeats in the same instant ever after.
+    pub fn first_heartbeat_delay(&self) -> Duration {
+        use rand::Rng;
+        self.heartbeat()
+            .mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+    }
+
     pub fn jittered_max_age(&self) -> Duration {
         use rand::Rng;
         let cut = rand::thread_rng().gen_range(0.0..=self.max_age_jitter);
@@ -119,6 +128,17 @@ impl StreamConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn second_heartbeats_spread_over_half_an_interval() {
+        let c = StreamConfig::default();
+        let delays: Vec<Duration> = (0..200).map(|_| c.first_heartbeat_delay()).collect();
+        assert!(delays
+            .iter()
+            .all(|d| *d >= c.heartbeat() / 2 && *d <= c.heartbeat()));
+        let (lo, hi) = (delays.iter().min(), delays.iter().max());
+        assert!(hi > lo, "the delays differ");
+    }
 
     #[test]
     fn defaults_are_valid_and_heartbeat_at_most_30s() {

@@ -299,7 +299,10 @@ impl<S: StreamSource, T: AsyncRead + AsyncWrite> Conn<S, T> {
     async fn live(&mut self) -> Flow {
         let hb = self.hub.config.heartbeat();
         // The first heartbeat goes out at once: it tells the client the initial sync is done.
-        let mut heartbeat = tokio::time::interval(hb);
+        // The next ones follow at a random phase (see `first_heartbeat_delay`).
+        self.on_heartbeat(hb).await?;
+        let second = tokio::time::Instant::now() + self.hub.config.first_heartbeat_delay();
+        let mut heartbeat = tokio::time::interval_at(second, hb);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let max_age = tokio::time::sleep(self.hub.config.jittered_max_age());
         tokio::pin!(max_age);

@@ -199,7 +199,10 @@ async fn copy_dir_when_unlocked(src: &std::path::Path, dst: &std::path::Path) {
     // Copy once sled has released the db (its lock goes with the last handle).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        match sled::Config::new().path(src).open() {
+        let probe = sled::Config::new()
+            .segment_size(crate::sled_segment_size(src))
+            .path(src);
+        match probe.open() {
             Ok(db) => {
                 drop(db);
                 break;
@@ -280,4 +283,28 @@ async fn large_entities_and_records_are_chunked_and_leave_nothing_behind() {
     assert_eq!(h.sm.oldest_retained("default"), Some(3));
     // Left: one entity, two small records; nothing of the chunked values.
     assert_eq!(h.sm.stored_key_count(), baseline + 1 + 2);
+}
+
+#[tokio::test]
+async fn a_dir_created_with_sleds_default_segment_size_still_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let old = sled::Config::new()
+            .path(dir.path().join("sled"))
+            .open()
+            .unwrap();
+        old.flush().unwrap();
+    }
+    assert_eq!(
+        crate::sled_segment_size(&dir.path().join("sled")),
+        512 * 1024,
+        "the size recorded in the dir"
+    );
+    let opened = open(dir.path(), &identity(1), StoreConfig::default()).await;
+    assert!(opened.is_ok(), "{:?}", opened.err());
+    assert_eq!(
+        crate::sled_segment_size(&tempfile::tempdir().unwrap().path().join("sled")),
+        crate::SLED_SEGMENT_BYTES,
+        "a new dir gets the larger size"
+    );
 }
