@@ -101,11 +101,28 @@ impl Default for ClusterOptions {
     }
 }
 
-/// Distinct free loopback ports: all bound at once, then released.
+/// Where nodes listen: below Linux's ephemeral range (32768+), so that no
+/// outgoing connection (a node dialling a peer, a test's client) can take a
+/// port between the moment it is picked here and the moment its node binds it.
+/// That race made a node of a test cluster fail to start now and then.
+const NODE_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// Distinct loopback ports from [`NODE_PORTS`], each free when picked (all
+/// bound at once, then released). Random, so concurrent clusters rarely meet.
 fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port"))
-        .collect();
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let mut listeners: Vec<TcpListener> = Vec::with_capacity(n);
+    for _ in 0..n.saturating_mul(100).max(100) {
+        if listeners.len() == n {
+            break;
+        }
+        let port = rng.gen_range(NODE_PORTS);
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(l);
+        }
+    }
+    assert_eq!(listeners.len(), n, "no {n} free ports in {NODE_PORTS:?}");
     listeners
         .iter()
         .map(|l| l.local_addr().expect("local addr").port())
