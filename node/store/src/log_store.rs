@@ -17,7 +17,7 @@ use openraft::{Entry, StorageIOError, Vote};
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 
@@ -116,7 +116,15 @@ struct Inner {
     purges: Arc<Purges>,
     /// The newest entries, decoded (see `log_cache`).
     recent: LogCache,
+    /// The committed index last written by `save_committed` (`u64::MAX`: none yet).
+    saved_committed: AtomicU64,
 }
+
+/// `save_committed` writes only when the committed index moved this far since its last write.
+/// The saved value is a hint (a restarted node applies up to it before it hears from a
+/// leader), so it may lag; writing it on every commit was a sled write per entry into the
+/// leaf that also holds the newest (large) entries, which sled rewrites every 10 writes.
+const SAVE_COMMITTED_EVERY: u64 = 64;
 
 /// What the decoded-entry cache may hold: enough for replication and apply to find what was
 /// just appended, bounded in memory.
@@ -145,6 +153,7 @@ impl LogStore {
                 applied,
                 purges,
                 recent: LogCache::new(CACHE_ENTRIES, CACHE_BYTES),
+                saved_committed: AtomicU64::new(u64::MAX),
             }),
         })
     }
@@ -327,6 +336,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// Not flushed by itself: it rides on the next append's flush. A stale value is harmless
     /// (it only says less is committed than really is).
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        let index = committed.map_or(0, |c| c.index);
+        let saved = self.inner.saved_committed.load(Ordering::Relaxed);
+        if saved != u64::MAX && index >= saved && index - saved < SAVE_COMMITTED_EVERY {
+            return Ok(());
+        }
+        self.inner.saved_committed.store(index, Ordering::Relaxed);
         let raw = codec::encode(&committed).map_err(|e| StorageIOError::write_logs(&e))?;
         self.inner
             .tree

@@ -68,3 +68,19 @@ async fn purge_and_truncate_leave_no_hole() {
     assert_eq!(state.last_log_id, Some(log_id(2, 1, 20)));
     assert!(h.log.try_get_log_entries(..).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_committed_hint_is_written_when_it_moved_far_enough() {
+    let mut h = Harness::new().await;
+    h.log.save_committed(Some(log_id(1, 1, 5))).await.unwrap();
+    assert_eq!(h.log.read_committed().await.unwrap(), Some(log_id(1, 1, 5)));
+    // Small steps are not written: the stored hint lags, never leads.
+    h.log.save_committed(Some(log_id(1, 1, 6))).await.unwrap();
+    h.log.save_committed(Some(log_id(1, 1, 68))).await.unwrap();
+    assert_eq!(h.log.read_committed().await.unwrap(), Some(log_id(1, 1, 5)));
+    h.log.save_committed(Some(log_id(1, 1, 69))).await.unwrap();
+    assert_eq!(
+        h.log.read_committed().await.unwrap(),
+        Some(log_id(1, 1, 69))
+    );
+}
