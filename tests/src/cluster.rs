@@ -91,8 +91,8 @@ impl Default for ClusterOptions {
         ClusterOptions {
             nodes: 3,
             heartbeat_ms: 100,
-            election_timeout_min_ms: 200,
-            election_timeout_max_ms: 350,
+            election_timeout_min_ms: 150,
+            election_timeout_max_ms: 250,
             snapshot_logs_since_last: 5000,
             snapshot_logs_kept: 1000,
             history_limit: 10_000,
@@ -248,7 +248,10 @@ impl Cluster {
         let child = Command::new(node_binary())
             .arg("--config")
             .arg(self.config_path(id))
-            .env("RUST_LOG", "info,openraft=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("FLAGRAFT_NODE_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
             .env(ADMIN_KEY_ENV, TEST_ADMIN_KEY)
             .stdin(Stdio::null())
             .stdout(log)

@@ -19,8 +19,8 @@
 //!
 //! [raft]                                # optional, LAN defaults shown
 //! heartbeat_ms = 100                   # also openraft's append-entries timeout
-//! election_timeout_min_ms = 200         # also the vote request timeout
-//! election_timeout_max_ms = 350         # also the leader lease
+//! election_timeout_min_ms = 150         # also the vote request timeout
+//! election_timeout_max_ms = 250         # also the leader lease
 //! rpc_timeout_ms = 5000                 # admin calls relayed to the leader
 //! snapshot_timeout_ms = 30000           # one snapshot chunk
 //!
@@ -108,8 +108,8 @@ impl Default for RaftTimeouts {
     fn default() -> Self {
         RaftTimeouts {
             heartbeat_ms: 100,
-            election_timeout_min_ms: 200,
-            election_timeout_max_ms: 350,
+            election_timeout_min_ms: 150,
+            election_timeout_max_ms: 250,
             rpc_timeout_ms: 5000,
             snapshot_timeout_ms: 30_000,
         }
@@ -317,7 +317,7 @@ http_addr = "127.0.0.1:3"
         c.validate().unwrap();
         assert_eq!(c.node_id, 2);
         assert_eq!(c.history_limit, 10_000);
-        assert_eq!(c.raft.election_timeout_max_ms, 350);
+        assert_eq!(c.raft.election_timeout_max_ms, 250);
         assert_eq!(
             c.own_peer().map(|p| p.admin_addr.as_str()),
             Some("127.0.0.1:2")

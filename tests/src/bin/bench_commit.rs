@@ -290,7 +290,8 @@ fn summary(metrics: &str) -> String {
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| {
-            l.starts_with("flagraft_raft_last_log_index")
+            l.starts_with("flagraft_raft_term")
+                || l.starts_with("flagraft_raft_last_log_index")
                 || l.starts_with("flagraft_raft_snapshot_index")
                 || l.starts_with("flagraft_project_version")
                 || l.starts_with("flagraft_project_entities")
