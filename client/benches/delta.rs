@@ -22,45 +22,15 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use flagraft_client::compile::LiveRuleset;
 use flagraft_client::digest::entity_key_hash;
 use flagraft_client::entity::{Entity, EntityKey, EntityKind};
+use flagraft_client::fixtures::{chained_gates, gate};
 use flagraft_client::protocol::Delta;
 use flagraft_client::sdk::{RulesetState, StateSource};
 use flagraft_client::CompiledRuleset;
-use serde_json::{json, Value};
 use std::collections::BTreeMap;
-
-fn gate(name: &str, depends_on: Option<&str>, pass: u32) -> Entity {
-    let mut rules = vec![json!({
-        "name": "rollout", "id": "rollout", "salt": "rollout", "passPercentage": pass,
-        "returnValue": true, "idType": "userID",
-        "conditions": [
-            {"type": "user_field", "field": "country", "operator": "any",
-             "targetValue": ["US", "CA", "DE"], "idType": "userID"}
-        ],
-    })];
-    if let Some(d) = depends_on {
-        rules.push(json!({
-            "name": "dep", "id": "dep", "salt": "dep", "passPercentage": 100,
-            "returnValue": true, "idType": "userID",
-            "conditions": [{"type": "pass_gate", "targetValue": d, "idType": "userID"}],
-        }));
-    }
-    Entity {
-        key: EntityKey::new(EntityKind::Gate, name),
-        body: json!({
-            "type": "feature_gate", "entity": "feature_gate", "enabled": true,
-            "salt": name, "defaultValue": false, "idType": "userID", "rules": Value::Array(rules),
-        }),
-    }
-}
 
 fn bench(c: &mut Criterion) {
     // g0..g9999; g1..g50 form a chain g_i -> g_{i-1}.
-    let entities: Vec<Entity> = (0..10_000)
-        .map(|i| {
-            let dep = (1..=50).contains(&i).then(|| format!("g{}", i - 1));
-            gate(&format!("g{i}"), dep.as_deref(), 25)
-        })
-        .collect();
+    let entities = chained_gates(10_000, 50, 25);
     let map: BTreeMap<EntityKey, Entity> = entities
         .iter()
         .map(|e| (e.key.clone(), e.clone()))

@@ -16,6 +16,8 @@ pub mod dcs;
 pub mod digest;
 pub mod entity;
 pub mod eval;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 pub mod gcir;
 pub mod hash;
 pub mod ip;

@@ -6,51 +6,20 @@
 //! `cargo bench -p flagraft-node --bench commit_check`
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use flagraft_client::entity::{Entity, EntityKey, EntityKind};
+use flagraft_client::fixtures::{chained_gates, gate};
 use flagraft_client::CompiledRuleset;
 use flagraft_node::ruleset_check::check_commit;
 use flagraft_store::EntityMap;
-use serde_json::{json, Value};
-
-fn gate(name: &str, depends_on: Option<&str>) -> Entity {
-    let mut rules = vec![json!({
-        "name": "rollout", "id": "rollout", "salt": "rollout", "passPercentage": 25,
-        "returnValue": true, "idType": "userID",
-        "conditions": [
-            {"type": "user_field", "field": "country", "operator": "any",
-             "targetValue": ["US", "CA", "DE"], "idType": "userID"}
-        ],
-    })];
-    if let Some(d) = depends_on {
-        rules.push(json!({
-            "name": "dep", "id": "dep", "salt": "dep", "passPercentage": 100,
-            "returnValue": true, "idType": "userID",
-            "conditions": [{"type": "pass_gate", "targetValue": d, "idType": "userID"}],
-        }));
-    }
-    Entity {
-        key: EntityKey::new(EntityKind::Gate, name),
-        body: json!({
-            "type": "feature_gate", "entity": "feature_gate", "enabled": true,
-            "salt": name, "defaultValue": false, "idType": "userID", "rules": Value::Array(rules),
-        }),
-    }
-}
 
 fn bench(c: &mut Criterion) {
     // g0..g9999; g1..g50 form a chain g_i -> g_{i-1}.
-    let entities: Vec<Entity> = (0..10_000)
-        .map(|i| {
-            let dep = (1..=50).contains(&i).then(|| format!("g{}", i - 1));
-            gate(&format!("g{i}"), dep.as_deref())
-        })
-        .collect();
+    let entities = chained_gates(10_000, 50, 25);
     let current: EntityMap = entities
         .iter()
         .map(|e| (e.key.clone(), flagraft_store::Body::from_value(&e.body)))
         .collect();
-    let plain = [gate("g5000", None)];
-    let chained = [gate("new", Some("g50"))];
+    let plain = [gate("g5000", None, 25)];
+    let chained = [gate("new", Some("g50"), 25)];
     let mut g = c.benchmark_group("commit_check_10k_gates");
     g.sample_size(20);
     g.bench_function("one_gate_no_references", |b| {
