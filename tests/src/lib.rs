@@ -10,7 +10,9 @@
 //! overrides both.
 //!
 //! Every node gets its own config, data dir and log file in a temp dir; all
-//! processes are killed (by PID) when the [`Cluster`] is dropped.
+//! processes are killed (by PID) when the [`Cluster`] is dropped. Nodes log
+//! at `info,openraft=warn`; `FLAGRAFT_NODE_LOG` sets another filter (e.g.
+//! `info,openraft=info` to follow elections).
 
 mod admin_key;
 pub mod bench;
