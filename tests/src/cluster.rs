@@ -86,13 +86,23 @@ pub struct ClusterOptions {
 }
 
 impl Default for ClusterOptions {
-    /// The LAN timeouts of cluster-config/local.
+    /// Release builds (the benches) get the LAN timeouts of
+    /// cluster-config/local. Debug builds (the tests) get 100/150/250 ms:
+    /// their nodes are many times slower, and openraft bounds each
+    /// append-entries call by the heartbeat interval, so the shipped 50 ms
+    /// would make slow test runs flap between leaders.
     fn default() -> Self {
+        let (heartbeat_ms, election_timeout_min_ms, election_timeout_max_ms) =
+            if cfg!(debug_assertions) {
+                (100, 150, 250)
+            } else {
+                (50, 120, 170)
+            };
         ClusterOptions {
             nodes: 3,
-            heartbeat_ms: 100,
-            election_timeout_min_ms: 150,
-            election_timeout_max_ms: 250,
+            heartbeat_ms,
+            election_timeout_min_ms,
+            election_timeout_max_ms,
             snapshot_logs_since_last: 5000,
             snapshot_logs_kept: 1000,
             history_limit: 10_000,

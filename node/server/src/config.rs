@@ -18,9 +18,9 @@
 //! http_addr = "127.0.0.1:7301"
 //!
 //! [raft]                                # optional, LAN defaults shown
-//! heartbeat_ms = 100                   # also openraft's append-entries timeout
-//! election_timeout_min_ms = 150         # also the vote request timeout
-//! election_timeout_max_ms = 250         # also the leader lease
+//! heartbeat_ms = 50                    # also openraft's append-entries timeout
+//! election_timeout_min_ms = 120         # also the vote request timeout
+//! election_timeout_max_ms = 170         # also the leader lease
 //! rpc_timeout_ms = 5000                 # admin calls relayed to the leader
 //! snapshot_timeout_ms = 30000           # one snapshot chunk
 //!
@@ -46,7 +46,8 @@
 //! Leader loss: a follower that stops hearing from a committed leader waits
 //! the lease (`election_timeout_max_ms`) plus a random election timeout before
 //! it campaigns, so a dead leader is replaced after about
-//! `election_timeout_max_ms + [min, max)` = 550..700 ms with these defaults.
+//! `election_timeout_max_ms + [min, max)` = 290..340 ms with these defaults
+//! (plus up to one election tick, 1.5 x heartbeat_ms).
 //!
 //! Every table refuses unknown keys, so a typo is an error, not a silent default.
 
@@ -107,9 +108,9 @@ pub struct RaftTimeouts {
 impl Default for RaftTimeouts {
     fn default() -> Self {
         RaftTimeouts {
-            heartbeat_ms: 100,
-            election_timeout_min_ms: 150,
-            election_timeout_max_ms: 250,
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 120,
+            election_timeout_max_ms: 170,
             rpc_timeout_ms: 5000,
             snapshot_timeout_ms: 30_000,
         }
@@ -317,7 +318,7 @@ http_addr = "127.0.0.1:3"
         c.validate().unwrap();
         assert_eq!(c.node_id, 2);
         assert_eq!(c.history_limit, 10_000);
-        assert_eq!(c.raft.election_timeout_max_ms, 250);
+        assert_eq!(c.raft.election_timeout_max_ms, 170);
         assert_eq!(
             c.own_peer().map(|p| p.admin_addr.as_str()),
             Some("127.0.0.1:2")
