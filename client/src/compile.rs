@@ -15,7 +15,7 @@
 
 use crate::entity::{Entity, EntityKey, EntityKind};
 use crate::model::{self, Spec};
-use crate::ops::Check;
+use crate::ops::{Check, Sets};
 use crate::problem::{RulesetErrors, ValidationError};
 use crate::ua::UaField;
 use crate::user::{FieldKey, IdType};
@@ -144,6 +144,23 @@ impl CompiledRuleset {
     pub fn compile_lenient<'a>(
         entities: impl IntoIterator<Item = &'a Entity>,
     ) -> (CompiledRuleset, Vec<ValidationError>) {
+        Self::compile_with(entities, Sets::Build)
+    }
+
+    /// The problems [`compile_lenient`](Self::compile_lenient) would report,
+    /// without building the condition's lookup sets, which cannot add a
+    /// problem: for a node validating a commit, whose ruleset it throws away.
+    /// A gate listing 170 user IDs is checked in about half the time.
+    pub fn check_lenient<'a>(
+        entities: impl IntoIterator<Item = &'a Entity>,
+    ) -> Vec<ValidationError> {
+        Self::compile_with(entities, Sets::Skip).1
+    }
+
+    fn compile_with<'a>(
+        entities: impl IntoIterator<Item = &'a Entity>,
+        sets: Sets,
+    ) -> (CompiledRuleset, Vec<ValidationError>) {
         let entities: Vec<&Entity> = entities.into_iter().collect();
         let mut problems = Vec::new();
         if entities.len() > crate::limits::MAX_ENTITIES {
@@ -206,6 +223,7 @@ impl CompiledRuleset {
         let mut cx = Compiler {
             rs: &rs,
             problems: &mut problems,
+            sets,
         };
         let g = gates.iter().map(|s| cx.spec(EntityKind::Gate, s)).collect();
         let c = configs
@@ -311,6 +329,7 @@ pub(crate) fn id_list_members(key: &EntityKey, body: &Value) -> Result<IdSet, Va
 pub(crate) struct Compiler<'a> {
     pub rs: &'a CompiledRuleset,
     pub problems: &'a mut Vec<ValidationError>,
+    pub sets: Sets,
 }
 
 impl Compiler<'_> {
@@ -439,7 +458,8 @@ impl Compiler<'_> {
             }
         };
         let check = if needs_operator && !matches!(source, Source::Unsupported) {
-            let (check, note) = Check::compile(c.operator.as_deref(), &c.target_value);
+            let (check, note) =
+                Check::compile_sets(c.operator.as_deref(), &c.target_value, self.sets);
             if let Some(note) = note {
                 let unsupported = matches!(check, Check::Unsupported);
                 warn(

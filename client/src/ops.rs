@@ -49,6 +49,15 @@ pub enum ArrayOp {
     NotAll,
 }
 
+/// Whether compiling builds the lookup sets of list operators (`any`,
+/// `str_contains_any`, ...). Skipping them is for validation only: the
+/// result then matches nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sets {
+    Build,
+    Skip,
+}
+
 /// A set of strings, scanned when small and hashed when large.
 #[derive(Clone, Debug)]
 pub enum StrSet {
@@ -158,6 +167,17 @@ impl Check {
     /// Compile `operator` with `target`. Unknown or missing operators are
     /// `Unsupported`, exactly as in Statsig's core (case-sensitive names).
     pub fn compile(operator: Option<&str>, target: &Value) -> (Check, CompileNote) {
+        Self::compile_sets(operator, target, Sets::Build)
+    }
+
+    /// [`compile`](Self::compile), leaving the lookup sets of the list
+    /// operators empty with [`Sets::Skip`] (same notes: no set content adds one).
+    pub fn compile_sets(
+        operator: Option<&str>,
+        target: &Value,
+        sets: Sets,
+    ) -> (Check, CompileNote) {
+        let build = sets == Sets::Build;
         let Some(op) = operator else {
             return (Check::Unsupported, Some("missing operator".into()));
         };
@@ -175,6 +195,7 @@ impl Check {
             "any" | "none" => {
                 let negate = op == "none";
                 let set = match target {
+                    _ if !build => None,
                     // Object sets are compared by key, as-is.
                     Value::Object(m) => Some(StrSet::new(m.keys().cloned().collect())),
                     Value::Array(a) => Some(StrSet::new(
@@ -198,7 +219,7 @@ impl Check {
             "any_case_sensitive" | "none_case_sensitive" => {
                 let negate = op == "none_case_sensitive";
                 let mut map = HashMap::new();
-                if let Value::Array(a) = target {
+                if let (true, Value::Array(a)) = (build, target) {
                     for v in a {
                         let t = target_text(v);
                         map.insert(to_lower(&t).into_boxed_str(), t.into_boxed_str());
@@ -217,7 +238,7 @@ impl Check {
                 };
                 let mut seen = HashSet::new();
                 let targets: Vec<Box<str>> = match target {
-                    Value::Array(a) => a
+                    Value::Array(a) if build => a
                         .iter()
                         .map(|v| to_lower(&target_text(v)))
                         .filter(|s| seen.insert(s.clone()))
@@ -853,5 +874,48 @@ mod tests {
             Check::compile(None, &json!([])).0,
             Check::Unsupported
         ));
+    }
+
+    /// Skipping the sets changes no note, for every operator and target shape.
+    #[test]
+    fn skipping_sets_gives_the_same_notes() {
+        let ops = [
+            "any",
+            "none",
+            "any_case_sensitive",
+            "none_case_sensitive",
+            "str_starts_with_any",
+            "str_ends_with_any",
+            "str_contains_any",
+            "str_contains_none",
+            "str_matches",
+            "gt",
+            "version_gt",
+            "eq",
+            "before",
+            "array_contains_any",
+            "made_up",
+        ];
+        let targets = [
+            json!(null),
+            json!(3),
+            json!("a(b"),
+            json!("^x$"),
+            json!(["A", 1, null]),
+            json!({"k": 1}),
+            json!([]),
+        ];
+        for op in ops {
+            for t in &targets {
+                let built = Check::compile_sets(Some(op), t, Sets::Build);
+                let skipped = Check::compile_sets(Some(op), t, Sets::Skip);
+                assert_eq!(built.1, skipped.1, "{op} {t}");
+                assert_eq!(
+                    std::mem::discriminant(&built.0),
+                    std::mem::discriminant(&skipped.0),
+                    "{op} {t}"
+                );
+            }
+        }
     }
 }

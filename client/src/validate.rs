@@ -233,5 +233,5 @@ pub(crate) fn walk_cycles(
 pub fn validate<'a>(
     entities: impl IntoIterator<Item = &'a crate::entity::Entity>,
 ) -> Vec<ValidationError> {
-    CompiledRuleset::compile_lenient(entities).1
+    CompiledRuleset::check_lenient(entities)
 }

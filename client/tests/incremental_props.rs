@@ -1,7 +1,8 @@
 //! Property: applying arbitrary deltas one by one to a [`LiveRuleset`] gives
 //! the same evaluation results (gates, configs, experiments, layers, for a
 //! set of users), the same names, ID lists and problem count as compiling the
-//! resulting entities whole.
+//! resulting entities whole. Also: `check_lenient` (validation without lookup
+//! sets) reports exactly the problems of `compile_lenient`.
 //!
 //! Material: the entities of the shared cases (`../../shared/cases`), plus
 //! variants of them: disabled, unreadable, an ID list with half its members
@@ -159,6 +160,12 @@ fn sorted(names: impl Iterator<Item = impl Into<String>>) -> Vec<String> {
 /// Everything observable about `live` equals `full` (a whole compile).
 fn same(live: &LiveRuleset, map: &BTreeMap<EntityKey, Entity>) -> Result<(), TestCaseError> {
     let (full, problems) = CompiledRuleset::compile_lenient(map.values());
+    // Validation skips building lookup sets; it must find exactly the same problems.
+    prop_assert_eq!(
+        &CompiledRuleset::check_lenient(map.values()),
+        &problems,
+        "check_lenient vs compile_lenient problems"
+    );
     let inc = live.compiled();
     prop_assert_eq!(live.problem_count(), problems.len(), "problem count");
     prop_assert_eq!(sorted(inc.gate_names()), sorted(full.gate_names()));

@@ -38,6 +38,7 @@ use super::{id_list_members, CSpec, CompiledRuleset, Compiler};
 use crate::entity::{Entity, EntityKey, EntityKind};
 use crate::limits::MAX_ENTITIES;
 use crate::model::Spec;
+use crate::ops::Sets;
 use hashbrown::HashSet;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -339,6 +340,7 @@ impl LiveRuleset {
                     let c = Compiler {
                         rs: &self.compiled,
                         problems: &mut problems,
+                        sets: Sets::Build,
                     }
                     .spec(KINDS[t], spec);
                     let info = Info {
