@@ -271,6 +271,9 @@ impl NodeConfig {
             max_in_snapshot_log_to_keep: self.snapshot.logs_kept,
             snapshot_max_chunk_size: crate::limits::SNAPSHOT_CHUNK_BYTES,
             max_payload_entries: crate::limits::MAX_APPEND_ENTRIES,
+            // Turned on by campaign::PromptCampaign at the first leader contact or after a
+            // grace period: a restarted node must not campaign before the leader reaches it.
+            enable_elect: false,
             ..Default::default()
         }
     }

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod auth;
 pub mod bootstrap;
+pub mod campaign;
 pub mod codec;
 pub mod config;
 pub mod dcs;

@@ -1,21 +1,26 @@
 //! Server side of the Raft transport: hands decoded requests to the local Raft.
 
+use crate::campaign::PromptCampaign;
 use crate::codec;
 use crate::limits::RAFT_MAX_MESSAGE_BYTES;
 use flagraft_proto::raft::v1::raft_server::Raft as RaftRpc;
 use flagraft_proto::raft::v1::{raft_reply, ProbeReply, ProbeRequest, RaftReply, RaftRequest};
 use flagraft_store::{NodeId, Raft, TypeConfig};
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
 use serde::Serialize;
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 pub struct RaftService {
     raft: Raft,
+    campaign: Arc<PromptCampaign>,
 }
 
 impl RaftService {
-    pub fn new(raft: Raft) -> Self {
-        RaftService { raft }
+    pub fn new(raft: Raft, campaign: Arc<PromptCampaign>) -> Self {
+        RaftService { raft, campaign }
     }
 }
 
@@ -47,14 +52,27 @@ impl RaftRpc for RaftService {
         let req: AppendEntriesRequest<TypeConfig> =
             codec::decode(&request.get_ref().payload, RAFT_MAX_MESSAGE_BYTES)
                 .map_err(bad_request)?;
-        reply(self.raft.append_entries(req).await)
+        let result = self.raft.append_entries(req).await;
+        if matches!(
+            result,
+            Ok(AppendEntriesResponse::Success
+                | AppendEntriesResponse::PartialSuccess(_)
+                | AppendEntriesResponse::Conflict)
+        ) {
+            self.campaign.heard_from_leader();
+        }
+        reply(result)
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req: VoteRequest<NodeId> =
             codec::decode(&request.get_ref().payload, RAFT_MAX_MESSAGE_BYTES)
                 .map_err(bad_request)?;
-        reply(self.raft.vote(req).await)
+        let result = self.raft.vote(req.clone()).await;
+        if let Ok(resp) = &result {
+            self.campaign.after_vote(&req, resp);
+        }
+        reply(result)
     }
 
     async fn install_snapshot(

@@ -1,6 +1,7 @@
 //! Starting a node: listeners, store, Raft, services; and stopping it cleanly.
 
 use crate::admin::AdminService;
+use crate::campaign::PromptCampaign;
 use crate::config::NodeConfig;
 use crate::forward::Forwarder;
 use crate::limits::{
@@ -118,7 +119,12 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let (stop_raft, stop_raft_rx) = watch::channel(false);
     let (stop_admin, stop_admin_rx) = watch::channel(false);
 
-    let raft_svc = RaftServer::new(RaftService::new(raft))
+    let campaign = PromptCampaign::start(
+        raft.clone(),
+        Duration::from_millis(config.raft.election_timeout_max_ms),
+        Duration::from_millis(config.raft.election_timeout_min_ms / 2),
+    );
+    let raft_svc = RaftServer::new(RaftService::new(raft, campaign))
         .max_decoding_message_size(RAFT_MAX_MESSAGE_BYTES)
         .max_encoding_message_size(RAFT_MAX_MESSAGE_BYTES);
     let raft_task = tokio::spawn(
