@@ -47,7 +47,9 @@
 //! the lease (`election_timeout_max_ms`) plus a random election timeout before
 //! it campaigns, so a dead leader is replaced after about
 //! `election_timeout_max_ms + [min, max)` = 290..340 ms with these defaults
-//! (plus up to one election tick, 1.5 x heartbeat_ms).
+//! (plus up to one election tick, 1.5 x heartbeat_ms). A starting node keeps
+//! its election timer off until it hears a leader, at most 1 s (see
+//! `campaign.rs`).
 //!
 //! Every table refuses unknown keys, so a typo is an error, not a silent default.
 
