@@ -149,3 +149,62 @@ async fn leader_kill_elects_new_leader_and_restarted_node_catches_up() {
         "SIGTERM exit: {status:?}"
     );
 }
+
+/// A killed leader restarted with a stale log rejoins without an election: it
+/// keeps its election timer off until the new leader reaches it
+/// (`campaign.rs`). Without that it timed out before the new leader's retry
+/// (every 500 ms to a dead peer) reached it, campaigned, lost for its log, and
+/// its higher term still made the healthy leader step down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_does_not_unseat_the_new_leader() {
+    // Timeouts short enough that the restarted node's timer (lease + election timeout + one
+    // tick: 250-390 ms) fires before the leader's 500 ms retry reaches it; with the debug
+    // defaults it would not, and the test could not tell.
+    let cluster = Cluster::start(ClusterOptions {
+        heartbeat_ms: 60,
+        election_timeout_min_ms: 100,
+        election_timeout_max_ms: 150,
+        ..ClusterOptions::default()
+    });
+    let ids = cluster.ids();
+    let old_leader = cluster.wait_for_leader(&ids, T).await.unwrap();
+    cluster.kill9(old_leader);
+    let survivors: Vec<u64> = ids.iter().copied().filter(|&id| id != old_leader).collect();
+    let leader = cluster.wait_for_leader(&survivors, T).await.unwrap();
+    let term = cluster.status(leader).await.unwrap().term;
+    // Commits while it is down, so it comes back behind (as after a crash under load).
+    let mut last = None;
+    for i in 0..10 {
+        let c = gate_commit("default", &format!("while-down{i}"), &format!("w{i}"));
+        last = Some(cluster.commit_retry(&survivors, i, c, T).await.unwrap());
+    }
+    let last = last.unwrap();
+
+    cluster.spawn(old_leader);
+    flagraft_cluster_tests::wait_for(
+        "the restarted node at the head",
+        T,
+        Duration::from_millis(50),
+        || async {
+            match head(&cluster, old_leader, last.version).await {
+                Ok(h) if h.version >= last.version => Ok(()),
+                Ok(h) => Err(format!("at version {}", h.version)),
+                Err(s) => Err(format!("{}: {}", s.code(), s.message())),
+            }
+        },
+    )
+    .await
+    .unwrap();
+    // One more commit through the restarted node, then every node names the same leader in
+    // the same term as before the restart.
+    let c = gate_commit("default", "after-restart", "r");
+    cluster.commit_retry(&[old_leader], 99, c, T).await.unwrap();
+    for &id in &ids {
+        let s = cluster.status(id).await.unwrap();
+        assert_eq!(
+            (s.leader_id, s.term),
+            (Some(leader), term),
+            "node {id} after the restart of node {old_leader}"
+        );
+    }
+}

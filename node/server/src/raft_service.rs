@@ -83,7 +83,12 @@ impl RaftRpc for RaftService {
         let mut req: InstallSnapshotRequest<TypeConfig> =
             codec::decode(&envelope.payload, RAFT_MAX_MESSAGE_BYTES).map_err(bad_request)?;
         req.data = envelope.data;
-        reply(self.raft.install_snapshot(req).await)
+        let leader_vote = req.vote;
+        let result = self.raft.install_snapshot(req).await;
+        if matches!(&result, Ok(resp) if resp.vote == leader_vote) {
+            self.campaign.heard_from_leader();
+        }
+        reply(result)
     }
 
     async fn probe(&self, _request: Request<ProbeRequest>) -> Result<Response<ProbeReply>, Status> {
