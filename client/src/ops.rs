@@ -49,6 +49,41 @@ pub enum ArrayOp {
     NotAll,
 }
 
+/// Every operator [`Check::compile`] knows (Statsig's names, case-sensitive);
+/// any other compiles to `Unsupported`.
+pub const OPERATORS: [&str; 30] = [
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "version_gt",
+    "version_gte",
+    "version_lt",
+    "version_lte",
+    "version_eq",
+    "version_neq",
+    "any",
+    "none",
+    "any_case_sensitive",
+    "none_case_sensitive",
+    "str_starts_with_any",
+    "str_ends_with_any",
+    "str_contains_any",
+    "str_contains_none",
+    "str_matches",
+    "eq",
+    "neq",
+    "before",
+    "after",
+    "on",
+    "in_segment_list",
+    "not_in_segment_list",
+    "array_contains_any",
+    "array_contains_none",
+    "array_contains_all",
+    "not_array_contains_all",
+];
+
 /// Whether compiling builds the lookup sets of list operators (`any`,
 /// `str_contains_any`, ...). Skipping them is for validation only: the
 /// result then matches nothing.
@@ -594,14 +629,7 @@ mod tests {
         ));
         assert!(check("version_gte", json!("2.5.0"), Some(json!(" 2.5.0"))));
         assert!(check("version_gt", json!("1.9.9"), Some(json!("1.10"))));
-        for op in [
-            "version_gt",
-            "version_gte",
-            "version_lt",
-            "version_lte",
-            "version_eq",
-            "version_neq",
-        ] {
+        for op in OPERATORS.into_iter().filter(|o| o.starts_with("version_")) {
             assert!(
                 !check(op, json!("2.0"), Some(json!("v2.1"))),
                 "{op} on unparsable"
@@ -876,26 +904,15 @@ mod tests {
         ));
     }
 
-    /// Skipping the sets changes no note, for every operator and target shape.
+    /// Every listed operator is known, and skipping the sets changes no note, for every
+    /// operator and target shape.
     #[test]
     fn skipping_sets_gives_the_same_notes() {
-        let ops = [
-            "any",
-            "none",
-            "any_case_sensitive",
-            "none_case_sensitive",
-            "str_starts_with_any",
-            "str_ends_with_any",
-            "str_contains_any",
-            "str_contains_none",
-            "str_matches",
-            "gt",
-            "version_gt",
-            "eq",
-            "before",
-            "array_contains_any",
-            "made_up",
-        ];
+        for op in OPERATORS {
+            let (check, _) = Check::compile(Some(op), &json!(["x"]));
+            assert!(!matches!(check, Check::Unsupported), "{op} is known");
+        }
+        let ops = OPERATORS.iter().copied().chain(["made_up"]);
         let targets = [
             json!(null),
             json!(3),

@@ -55,39 +55,13 @@ fn arb_condition() -> impl Strategy<Value = Value> {
         "experiment_group",
         "bogus",
     ]);
-    let ops = prop::sample::select(vec![
-        "gt",
-        "gte",
-        "lt",
-        "lte",
-        "version_gt",
-        "version_gte",
-        "version_lt",
-        "version_lte",
-        "version_eq",
-        "version_neq",
-        "any",
-        "none",
-        "any_case_sensitive",
-        "none_case_sensitive",
-        "str_starts_with_any",
-        "str_ends_with_any",
-        "str_contains_any",
-        "str_contains_none",
-        "str_matches",
-        "eq",
-        "neq",
-        "before",
-        "after",
-        "on",
-        "in_segment_list",
-        "not_in_segment_list",
-        "array_contains_any",
-        "array_contains_none",
-        "array_contains_all",
-        "not_array_contains_all",
-        "nope",
-    ]);
+    let ops = prop::sample::select(
+        flagraft_client::ops::OPERATORS
+            .iter()
+            .copied()
+            .chain(["nope"])
+            .collect::<Vec<_>>(),
+    );
     let fields = prop::sample::select(vec![
         "userID",
         "email",
