@@ -291,6 +291,16 @@ impl Cluster {
         }
     }
 
+    /// SIGSTOP (`stop`) or SIGCONT by PID: the node freezes as if its machine paused. Dropping
+    /// the cluster kills it either way (SIGKILL ends a stopped process too).
+    pub fn freeze(&self, id: u64, stop: bool) {
+        if let Some(pid) = self.pid(id).and_then(|p| i32::try_from(p).ok()) {
+            let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+            // SAFETY: kill(2) with a PID this harness spawned and still holds (not yet reaped).
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+
     /// SIGTERM by PID and wait (bounded) for the exit status.
     pub fn sigterm(&self, id: u64, timeout: Duration) -> Option<ExitStatus> {
         let mut child = self.children()[(id - 1) as usize].take()?;
