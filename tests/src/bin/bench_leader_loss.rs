@@ -3,7 +3,7 @@
 //! restart the node and let it catch up between kills.
 //!
 //! ```text
-//! bench_leader_loss [--quick] [--tsv] [--kills 5] [--committers 8]
+//! bench_leader_loss [--quick] [--tsv] [--kills 20] [--committers 8]
 //! ```
 
 use clap::Parser;
@@ -22,7 +22,7 @@ use std::sync::Arc;
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
-    /// Leader kills (default 5; quick 2).
+    /// Leader kills (default 20, so that the max means something; quick 2).
     #[arg(long)]
     kills: Option<usize>,
     /// Committers keeping commits flowing (each retries on any node).
@@ -42,7 +42,7 @@ async fn run(args: Args) -> anyhow::Result<Vec<Row>> {
     let opts = Options {
         kills: args
             .kills
-            .unwrap_or(if args.common.quick { 2 } else { 5 })
+            .unwrap_or(if args.common.quick { 2 } else { 20 })
             .max(1),
         committers: args.committers.max(1),
         entity_bytes: args.entity_bytes,
