@@ -76,7 +76,8 @@ impl PromptCampaign {
     }
 
     fn timer_on(&self) {
-        if !self.timer_on.swap(true, Ordering::AcqRel) {
+        // A plain load first: this runs on every append a follower receives.
+        if !self.timer_on.load(Ordering::Acquire) && !self.timer_on.swap(true, Ordering::AcqRel) {
             self.raft.runtime_config().elect(true);
         }
     }
@@ -104,13 +105,14 @@ impl PromptCampaign {
         if !refused_for_log || !self.lease_expired() {
             return;
         }
-        let term = {
-            let m = self.raft.metrics().borrow().clone();
-            if m.state != ServerState::Follower {
-                return;
-            }
-            m.current_term
+        let (state, term) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            (m.state, m.current_term)
         };
+        if state != ServerState::Follower {
+            return;
+        }
         if self.running.swap(true, Ordering::AcqRel) {
             return;
         }
