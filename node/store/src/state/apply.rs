@@ -2,7 +2,7 @@
 //! sled writes in the caller's batch. No clock, no randomness, no config that changes outcomes.
 
 use super::model::{ProjectMeta, ProjectState, RequestEntry, SmView, DEFAULT_PROJECT};
-use super::values::SmWriter;
+use super::values::{chunk_count_of_len, SmWriter};
 use crate::body::Body;
 use crate::codec::{self, CodecError};
 use crate::keys;
@@ -95,24 +95,38 @@ fn apply_commit(
     let version = p.meta.version + 1;
     let commit_time_ms = p.meta.commit_time_ms.max(cmd.proposed_time_ms);
 
-    // Bodies arrive canonical (the leader canonicalised them): hashed, stored and recorded
-    // as they are, shared rather than copied.
+    // Bodies arrive canonical (the leader canonicalised them): hashed, recorded and streamed
+    // as they are, shared rather than copied. The body is written once, in this version's
+    // record; the entity's stored value refers to it (see `StoredEntity`).
+    let entity_ref = StoredEntity::InRecord(version).encode_suffix();
     for up in &cmd.upserts {
         let hash = up.body.hash(&up.key);
         if let Some(old) = p.hashes.insert(up.key.clone(), hash) {
             p.meta.digest.remove(&old);
         }
         p.meta.digest.add(&hash);
+        let old_chunks = p.stored_entity_chunks(&up.key);
         p.entities.insert(up.key.clone(), up.body.clone());
-        ctx.writer
-            .put_value(&keys::entity(inc, &up.key), &entity_value(&hash, &up.body))?;
+        p.body_in_record.insert(up.key.clone(), version);
+        ctx.writer.put_value_known(
+            &keys::entity(inc, &up.key),
+            &entity_value(&hash, &entity_ref),
+            old_chunks,
+        )?;
+    }
+    if !cmd.upserts.is_empty() {
+        let upserted: Arc<[EntityKey]> = cmd.upserts.iter().map(|u| u.key.clone()).collect();
+        p.upserted_at.insert(version, upserted);
     }
     for key in &cmd.deletes {
         if let Some(old) = p.hashes.remove(key) {
             p.meta.digest.remove(&old);
         }
+        let old_chunks = p.stored_entity_chunks(key);
         p.entities.remove(key);
-        ctx.writer.remove_value(&keys::entity(inc, key))?;
+        p.body_in_record.remove(key);
+        ctx.writer
+            .remove_value_known(&keys::entity(inc, key), old_chunks);
     }
 
     let record = VersionRecord {
@@ -125,8 +139,14 @@ fn apply_commit(
         deletes: cmd.deletes,
         digest: p.meta.digest,
     };
+    // A new key: nothing to replace.
+    let raw_record = codec::encode(&record)?;
     ctx.writer
-        .put_value(&keys::version(inc, version), &codec::encode(&record)?)?;
+        .put_value_known(&keys::version(inc, version), &raw_record, 0)?;
+    let record_chunks = chunk_count_of_len(raw_record.len());
+    if record_chunks > 0 {
+        p.chunked_records.insert(version, record_chunks);
+    }
 
     remember_request(p, &record, ctx)?;
     compact_history(p, version, ctx.history_limit, ctx.writer)?;
@@ -202,8 +222,30 @@ fn compact_history(
     writer: &mut SmWriter<'_>,
 ) -> Result<(), CodecError> {
     let keep_from = version.saturating_sub(limit.max(1)) + 1;
+    let inc = p.meta.incarnation;
     while p.meta.oldest_retained < keep_from {
-        writer.remove_value(&keys::version(p.meta.incarnation, p.meta.oldest_retained))?;
+        let old = p.meta.oldest_retained;
+        // Entities whose body lives in this record get it back before the record goes (same
+        // atomic batch).
+        for key in p
+            .upserted_at
+            .remove(&old)
+            .iter()
+            .flat_map(|keys| keys.iter())
+        {
+            if p.body_in_record.get(key) != Some(&old) {
+                continue; // upserted again or deleted since
+            }
+            p.body_in_record.remove(key);
+            let (Some(hash), Some(body)) = (p.hashes.get(key), p.entities.get(key)) else {
+                continue; // unreachable: a referring entity exists
+            };
+            let inline = StoredEntity::Inline(body.clone()).encode_suffix();
+            // Replaces a reference, which is never chunked.
+            writer.put_value_known(&keys::entity(inc, key), &entity_value(hash, &inline), 0)?;
+        }
+        let chunks = p.chunked_records.remove(&old).unwrap_or(0);
+        writer.remove_value_known(&keys::version(inc, old), chunks);
         p.meta.oldest_retained += 1;
     }
     Ok(())
@@ -281,19 +323,67 @@ fn delete_project(
     Ok(CommandOutcome::ProjectDeleted { project: name })
 }
 
-/// Stored entity value: its 32-byte hash, then the body's canonical JSON text.
-pub fn entity_value(hash: &[u8; 32], body: &Body) -> Vec<u8> {
-    let mut out = Vec::with_capacity(32 + body.len());
+/// What an entity's stored value holds after its 32-byte hash.
+///
+/// ```text
+/// entity value = hash:32 ++ body JSON            (Inline)
+///              | hash:32 ++ 0xFF ++ version:u64 BE  (InRecord: the body is the upsert of this
+///                                                  entity in that version's history record)
+/// ```
+/// A commit writes `InRecord`: each body is written once besides the log, in the record, not
+/// twice (sled rewrites whole leaves, so every stored byte costs several written bytes). When
+/// the record is compacted the body moves back inline. 0xFF never starts a JSON text (it is not
+/// UTF-8), so values written by earlier releases (all `Inline`) read unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoredEntity {
+    Inline(Body),
+    InRecord(u64),
+}
+
+const IN_RECORD: u8 = 0xFF;
+
+impl StoredEntity {
+    fn encode_suffix(&self) -> Vec<u8> {
+        match self {
+            StoredEntity::Inline(body) => body.as_str().as_bytes().to_vec(),
+            StoredEntity::InRecord(version) => {
+                let mut out = Vec::with_capacity(9);
+                out.push(IN_RECORD);
+                out.extend_from_slice(&version.to_be_bytes());
+                out
+            }
+        }
+    }
+}
+
+/// A stored entity value: the 32-byte hash, then the encoded [`StoredEntity`].
+fn entity_value(hash: &[u8; 32], suffix: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + suffix.len());
     out.extend_from_slice(hash);
-    out.extend_from_slice(body.as_str().as_bytes());
+    out.extend_from_slice(suffix);
     out
 }
 
-/// Inverse of [`entity_value`].
-pub fn parse_entity_value(raw: &[u8]) -> Result<([u8; 32], Body), CodecError> {
+/// The stored value of an entity whose body is inline (snapshot installs).
+pub fn inline_entity_value(hash: &[u8; 32], body: &Body) -> Vec<u8> {
+    entity_value(hash, body.as_str().as_bytes())
+}
+
+/// Inverse of the entity value encodings.
+pub fn parse_entity_value(raw: &[u8]) -> Result<([u8; 32], StoredEntity), CodecError> {
     let hash: [u8; 32] = raw
         .get(..32)
         .and_then(|h| h.try_into().ok())
         .ok_or_else(|| CodecError::Json("entity value shorter than its hash".to_string()))?;
-    Ok((hash, Body::from_canonical_bytes(&raw[32..])?))
+    let rest = &raw[32..];
+    if let Some((&IN_RECORD, version)) = rest.split_first() {
+        let version: [u8; 8] = version
+            .try_into()
+            .map_err(|_| CodecError::Corrupt("bad entity record reference".to_string()))?;
+        return Ok((hash, StoredEntity::InRecord(u64::from_be_bytes(version))));
+    }
+    Ok((
+        hash,
+        StoredEntity::Inline(Body::from_canonical_bytes(rest)?),
+    ))
 }

@@ -1,13 +1,16 @@
 //! Rebuilding the in-memory view from the state machine tree at open.
 
-use super::apply::parse_entity_value;
+use super::apply::{parse_entity_value, StoredEntity};
 use super::model::{ProjectMeta, ProjectState, RequestEntry, SmView};
 use super::values;
+use crate::body::Body;
 use crate::codec;
 use crate::error::StoreError;
 use crate::keys;
-use crate::types::{LogId, NodeAddr, NodeId};
+use crate::types::{LogId, NodeAddr, NodeId, VersionRecord};
+use flagraft_client::entity::EntityKey;
 use openraft::StoredMembership;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -99,15 +102,62 @@ fn load_project(
 ) -> Result<ProjectState, StoreError> {
     let inc = meta.incarnation;
     let mut p = ProjectState::new(meta);
+    // Entities whose body is in a history record, by version: each record is read once.
+    let mut in_records: BTreeMap<u64, Vec<EntityKey>> = BTreeMap::new();
     for item in tree.scan_prefix(keys::scoped(keys::ENTITY, inc)) {
         let (key, head) = item?;
         let entity_key = keys::parse_entity_suffix(&key[9..])
             .ok_or_else(|| corrupt(dir, format!("bad entity key in project '{name}'")))?;
         let raw = values::resolve(tree, &key, &head)?
             .ok_or_else(|| corrupt(dir, format!("missing chunk of {entity_key} in '{name}'")))?;
-        let (hash, body) = parse_entity_value(&raw)?;
+        let (hash, stored) = parse_entity_value(&raw)?;
         p.hashes.insert(entity_key.clone(), hash);
-        p.entities.insert(entity_key, body);
+        match stored {
+            StoredEntity::Inline(body) => {
+                p.entities.insert(entity_key, body);
+            }
+            StoredEntity::InRecord(version) => {
+                in_records.entry(version).or_default().push(entity_key);
+            }
+        }
+    }
+    for (version, wanted) in in_records {
+        let record: VersionRecord = values::read_value(tree, &keys::version(inc, version))?
+            .map(|raw| codec::decode(&raw))
+            .transpose()?
+            .ok_or_else(|| {
+                corrupt(
+                    dir,
+                    format!("project '{name}': entities refer to version {version}, whose record is gone"),
+                )
+            })?;
+        let mut bodies: HashMap<&EntityKey, &Body> =
+            record.upserts.iter().map(|u| (&u.key, &u.body)).collect();
+        for key in &wanted {
+            let body = bodies.remove(key).ok_or_else(|| {
+                corrupt(
+                    dir,
+                    format!("project '{name}': version {version} does not upsert {key}"),
+                )
+            })?;
+            if p.hashes.get(key) != Some(&body.hash(key)) {
+                return Err(corrupt(
+                    dir,
+                    format!("project '{name}': {key} in version {version} does not match its hash"),
+                ));
+            }
+            p.entities.insert(key.clone(), body.clone());
+            p.body_in_record.insert(key.clone(), version);
+        }
+        p.upserted_at.insert(version, wanted.into());
+    }
+    let version_prefix = keys::scoped(keys::VERSION, inc);
+    for (suffix, chunks) in values::chunked_under(tree, &version_prefix)? {
+        let version: [u8; 8] = suffix
+            .try_into()
+            .map_err(|_| corrupt(dir, format!("bad record chunk key in project '{name}'")))?;
+        p.chunked_records
+            .insert(u64::from_be_bytes(version), chunks);
     }
     let prefix = keys::scoped(keys::REQUEST, inc);
     for item in tree.scan_prefix(prefix) {

@@ -28,6 +28,35 @@ fn chunk_key(key: &[u8], i: u32) -> Vec<u8> {
     k
 }
 
+/// Chunk counts of the chunked values whose keys start with `key_prefix`, by key suffix.
+pub fn chunked_under(
+    tree: &sled::Tree,
+    key_prefix: &[u8],
+) -> Result<HashMap<Vec<u8>, u32>, CodecError> {
+    let mut prefix = Vec::with_capacity(1 + key_prefix.len());
+    prefix.push(CHUNK_PREFIX);
+    prefix.extend_from_slice(key_prefix);
+    let mut counts: HashMap<Vec<u8>, u32> = HashMap::new();
+    for key in tree.scan_prefix(&prefix).keys() {
+        let key = key?;
+        // c ++ value key ++ i:u32
+        let Some(suffix) = key.get(prefix.len()..key.len().saturating_sub(4)) else {
+            return Err(CodecError::Corrupt("bad chunk key".into()));
+        };
+        *counts.entry(suffix.to_vec()).or_default() += 1;
+    }
+    Ok(counts)
+}
+
+/// How many chunks a value of `len` bytes is stored in (0: inline in its head).
+pub fn chunk_count_of_len(len: usize) -> u32 {
+    if len <= CHUNK {
+        0
+    } else {
+        u32::try_from(len.div_ceil(CHUNK)).unwrap_or(u32::MAX)
+    }
+}
+
 fn chunk_count_of_head(head: &[u8]) -> Result<u32, CodecError> {
     match head.split_first() {
         Some((&INLINE, _)) => Ok(0),
@@ -97,6 +126,23 @@ impl<'a> SmWriter<'a> {
     /// A value of any size, split into chunks when large.
     pub fn put_value(&mut self, key: &[u8], bytes: &[u8]) -> Result<(), CodecError> {
         let old = self.chunk_count(key)?;
+        self.put_value_over(key, bytes, old)
+    }
+
+    /// [`Self::put_value`] where the caller knows the chunk count of the value it replaces
+    /// (what [`chunk_count_of_len`] gives for its length, 0 for none) from its in-memory state:
+    /// the commit path saves a sled read per write. Debug builds check it against sled.
+    pub fn put_value_known(
+        &mut self,
+        key: &[u8],
+        bytes: &[u8],
+        old_chunks: u32,
+    ) -> Result<(), CodecError> {
+        debug_assert_eq!(self.chunk_count(key).ok(), Some(old_chunks), "{key:?}");
+        self.put_value_over(key, bytes, old_chunks)
+    }
+
+    fn put_value_over(&mut self, key: &[u8], bytes: &[u8], old: u32) -> Result<(), CodecError> {
         let new = if bytes.len() <= CHUNK {
             let mut head = Vec::with_capacity(1 + bytes.len());
             head.push(INLINE);
@@ -123,12 +169,22 @@ impl<'a> SmWriter<'a> {
 
     pub fn remove_value(&mut self, key: &[u8]) -> Result<(), CodecError> {
         let old = self.chunk_count(key)?;
+        self.remove_value_over(key, old);
+        Ok(())
+    }
+
+    /// [`Self::remove_value`] with the chunk count known, as in [`Self::put_value_known`].
+    pub fn remove_value_known(&mut self, key: &[u8], old_chunks: u32) {
+        debug_assert_eq!(self.chunk_count(key).ok(), Some(old_chunks), "{key:?}");
+        self.remove_value_over(key, old_chunks);
+    }
+
+    fn remove_value_over(&mut self, key: &[u8], old: u32) {
         for i in 0..old {
             self.batch.remove(chunk_key(key, i));
         }
         self.batch.remove(key);
         self.chunks.insert(key.to_vec(), 0);
-        Ok(())
     }
 
     pub fn into_batch(self) -> sled::Batch {

@@ -308,3 +308,63 @@ async fn a_dir_created_with_sleds_default_segment_size_still_opens() {
         "a new dir gets the larger size"
     );
 }
+
+/// An entity's body lives in the record of the version that last upserted it and moves back
+/// inline (chunked when large) when that record is compacted; later writes replace it without
+/// reading it first (debug builds check the chunk counts kept in memory against sled).
+#[tokio::test]
+async fn entity_bodies_move_inline_when_their_record_is_compacted() {
+    let config = || StoreConfig {
+        history_limit: 1,
+        ..StoreConfig::default()
+    };
+    let mut h = Harness::with_config(config()).await;
+    let baseline = h.sm.stored_key_count();
+    let big = |tag: &str| json!({"tag": tag, "ids": (0..3000).map(|i| format!("user-{i:08}")).collect::<Vec<_>>()});
+    let key = |name: &str| {
+        flagraft_client::entity::EntityKey::new(flagraft_client::entity::EntityKind::Gate, name)
+    };
+    // v1: the big gate's body is in record 1; v2 compacts record 1, so the body moves inline.
+    h.run(Command::Commit(commit(
+        "default",
+        vec![gate("big", big("a"))],
+        vec![],
+    )))
+    .await;
+    h.run(Command::Commit(commit(
+        "default",
+        vec![gate("small", json!(1))],
+        vec![],
+    )))
+    .await;
+    assert_eq!(h.sm.oldest_retained("default"), Some(2));
+    h.sm.flush().await.unwrap();
+    let ruleset = h.sm.ruleset("default").unwrap();
+    let mut h = h.reopen(config()).await;
+    assert_eq!(h.sm.ruleset("default").unwrap().entities, ruleset.entities);
+    assert_eq!(full_digest(&h.sm, "default"), ruleset.head.digest);
+
+    // Replace the inline (chunked) body, then delete it; reopen in between.
+    h.run(Command::Commit(commit(
+        "default",
+        vec![gate("big", big("b"))],
+        vec![],
+    )))
+    .await;
+    h.sm.flush().await.unwrap();
+    let ruleset = h.sm.ruleset("default").unwrap();
+    let mut h = h.reopen(config()).await;
+    assert_eq!(h.sm.ruleset("default").unwrap().entities, ruleset.entities);
+    h.run(Command::Commit(commit("default", vec![], vec![key("big")])))
+        .await;
+    h.run(Command::Commit(commit(
+        "default",
+        vec![],
+        vec![key("small")],
+    )))
+    .await;
+    h.run(Command::Commit(commit("default", vec![], vec![])))
+        .await;
+    // Left: one small record; no entity, no chunk.
+    assert_eq!(h.sm.stored_key_count(), baseline + 1);
+}

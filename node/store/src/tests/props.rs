@@ -1,5 +1,6 @@
 //! Property: after any sequence of commits, the incrementally kept digest equals a recompute,
-//! and a reopened store agrees.
+//! and a reopened store agrees; also while history records are compacted (entity bodies live in
+//! their record until then, see `apply::StoredEntity`) and after the history limit changes.
 
 use super::harness::*;
 use crate::{Command, CommandOutcome, StoreConfig, Upsert};
@@ -41,10 +42,13 @@ proptest! {
     #[test]
     fn incremental_digest_equals_full_recompute(
         commits in prop::collection::vec(prop::collection::vec(op(), 0..5), 1..25),
+        history_limit in prop_oneof![1u64..5, Just(10_000)],
+        reopened_limit in 1u64..5,
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let mut h = Harness::new().await;
+            let limit = |history_limit| StoreConfig { history_limit, ..StoreConfig::default() };
+            let mut h = Harness::with_config(limit(history_limit)).await;
             let mut version = 0;
             for ops in &commits {
                 let out = h.run(to_command(ops)).await;
@@ -63,10 +67,22 @@ proptest! {
                 }
             }
             let head = h.sm.head("default").unwrap();
+            let entities = h.sm.ruleset("default").unwrap().entities;
             assert_eq!(head.version, version);
             h.sm.flush().await.unwrap();
-            let h = h.reopen(StoreConfig::default()).await;
+            let h = h.reopen(limit(history_limit)).await;
             assert_eq!(h.sm.head("default").unwrap(), head);
+            assert_eq!(h.sm.ruleset("default").unwrap().entities, entities);
+            assert_eq!(full_digest(&h.sm, "default"), head.digest);
+
+            // A lower limit compacts at the next commit; the bodies must survive it.
+            h.sm.flush().await.unwrap();
+            let mut h = h.reopen(limit(reopened_limit)).await;
+            let out = h.run(Command::Commit(commit("default", vec![], vec![]))).await;
+            assert!(matches!(out, CommandOutcome::Committed { .. }), "{out:?}");
+            h.sm.flush().await.unwrap();
+            let h = h.reopen(limit(reopened_limit)).await;
+            assert_eq!(h.sm.ruleset("default").unwrap().entities, entities);
             assert_eq!(full_digest(&h.sm, "default"), head.digest);
         });
     }

@@ -1,0 +1,138 @@
+//! Bytes written and CPU spent per commit on the node's commit path, split into the Raft log's
+//! part and the state machine's part (a measuring aid, not a test).
+//!
+//! `cargo run --release -p flagraft-store --example write_volume -- [entities] [per entry]`
+//!
+//! Mimics `bench_commit`'s throughput run on one node: group-commit entries of `per entry`
+//! (default 32) commits of one ~2 KiB gate each, cycling over `entities` (default 128) names,
+//! each with a request id. The log part appends each entry to its own sled tree and flushes, as
+//! `LogStore::append` does; the state machine part applies the entries and flushes after each
+//! (in the node one flush serves both). Figures: `wchar` of `/proc/self/io` (bytes handed to
+//! `write`/`pwrite`) and process CPU, per commit, after a warm-up that fills the history window
+//! so that compaction runs too.
+
+use flagraft_client::entity::{Entity, EntityKey, EntityKind};
+use flagraft_store::{open, Command, CommitCommand, Identity, StoreConfig, TypeConfig};
+use openraft::storage::RaftStateMachine;
+use openraft::{Entry, EntryPayload};
+use std::time::Duration;
+
+fn body(i: u64) -> serde_json::Value {
+    let rules: Vec<serde_json::Value> = (0..16).map(|r| serde_json::json!({"name": format!("rule-{r}"), "passPercentage": 50, "id": format!("{i}-{r}"),"conditions": [{"type": "user_field", "field": "country", "operator": "any","targetValue": ["US", "CA", "GB", "DE"]}]})).collect();
+    serde_json::json!({"name": format!("gate-{i}"), "enabled": true, "rules": rules, "rev": i})
+}
+
+fn commit(name: u64, rev: u64) -> CommitCommand {
+    let e = Entity {
+        key: EntityKey::new(EntityKind::Gate, format!("gate-{name}")),
+        body: body(rev),
+    };
+    CommitCommand {
+        project: "default".into(),
+        upserts: vec![flagraft_store::Upsert::from(&e)],
+        deletes: vec![],
+        author: "bench".into(),
+        message: "bench".into(),
+        expected_version: None,
+        request_id: Some(format!("{rev:08x}-0000-4000-8000-000000000000")),
+        proposed_time_ms: 0,
+    }
+}
+
+fn proc_field(file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn wchar() -> u64 {
+    proc_field("/proc/self/io", "wchar:")
+}
+
+fn cpu() -> Duration {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().unwrap())
+        .collect();
+    let entities = args.first().copied().unwrap_or(128);
+    let per_entry = args.get(1).copied().unwrap_or(32);
+    let warm = 12_000 / per_entry + 1;
+    let measured = 6_000 / per_entry;
+
+    let dir = tempfile::tempdir().unwrap();
+    let identity = Identity {
+        node_id: 1,
+        cluster: "c".into(),
+    };
+    let (_log, mut sm) = open(&dir.path().join("sm"), &identity, StoreConfig::default())
+        .await
+        .unwrap();
+    // The log part: the same sled settings as the store, entries of the same size.
+    let log_db = sled::Config::new()
+        .path(dir.path().join("log"))
+        .segment_size(8 << 20)
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .unwrap();
+    let log_tree = log_db.open_tree("raft_log").unwrap();
+
+    let mut index = 0u64;
+    let mut rev = 0u64;
+    let mut entry = || {
+        index += 1;
+        let commits = (0..per_entry)
+            .map(|_| {
+                rev += 1;
+                commit(rev % entities, rev)
+            })
+            .collect();
+        Entry::<TypeConfig> {
+            log_id: openraft::testing::log_id(1, 1, index),
+            payload: EntryPayload::Normal(Command::CommitBatch(commits)),
+        }
+    };
+
+    for phase in ["warm-up", "measured"] {
+        let rounds = if phase == "warm-up" { warm } else { measured };
+        let entries: Vec<_> = (0..rounds).map(|_| entry()).collect();
+        let raw: Vec<(u64, Vec<u8>)> = entries
+            .iter()
+            .map(|e| (e.log_id.index, serde_json::to_vec(&e.payload).unwrap()))
+            .collect();
+        let commits = rounds * per_entry;
+
+        let (w, c) = (wchar(), cpu());
+        for (i, bytes) in raw {
+            log_tree.insert(i.to_be_bytes(), bytes).unwrap();
+            log_db.flush_async().await.unwrap();
+        }
+        let (log_w, log_c) = (wchar() - w, cpu() - c);
+
+        let (w, c) = (wchar(), cpu());
+        for e in entries {
+            sm.apply([e]).await.unwrap();
+            sm.flush().await.unwrap();
+        }
+        let (sm_w, sm_c) = (wchar() - w, cpu() - c);
+        println!(
+            "{phase:>8}: {commits} commits | log {:>6} B {:>4} us | state machine {:>6} B {:>4} us (per commit)",
+            log_w / commits,
+            log_c.as_micros() as u64 / commits,
+            sm_w / commits,
+            sm_c.as_micros() as u64 / commits,
+        );
+    }
+}
