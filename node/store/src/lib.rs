@@ -20,6 +20,7 @@
 //!                                            that version's record; see below)
 //!                   v <inc> <version:u64 BE>         -> bincode VersionRecord
 //!                   r <inc> <request id>             -> bincode {version, digest, commit time}
+//!                                            (only for ids whose record is compacted)
 //!                   k <key id>            -> bincode ApiKey {id, project, kind, sha256, ...}
 //!                   c <key> <i:u32 BE>    -> chunk i of a large x or v value
 //! ```
@@ -54,6 +55,10 @@
 //!   bodies, so a commit hashes only the entities it upserts.
 //! - Idempotency window: request ids of the last [`REQUEST_ID_WINDOW`] versions of a project.
 //!   It is a constant (not config) because it decides outcomes: every node must agree.
+//!   A retained record holds its request id, digest and commit time, so an `r` entry is written
+//!   only when a record is compacted while its id is still remembered (a history limit below the
+//!   window), and removed when the id leaves the window; `open` reads the rest from the records.
+//!   With the default limit a commit writes no `r` key at all.
 //! - API keys (`CreateKey`, `RevokeKey`): the leader draws the id and the secret before
 //!   proposing; the log, the state and snapshots hold only the secret's SHA-256. Revoked keys
 //!   stay listed with their revocation time; `DeleteProject` revokes the project's keys. Each

@@ -186,6 +186,12 @@ fn invalid_delta(p: &ProjectState, cmd: &CommitCommand) -> Option<String> {
         .map(|key| format!("delete of {key}, which does not exist"))
 }
 
+/// Remembers the commit's request id in memory and forgets the one that left the window.
+///
+/// The `r` key of a remembered id is written only when its version's record is compacted while
+/// the id is still remembered (`compact_history`): until then the record itself holds the id,
+/// digest and commit time, and `load` reads them from there. With the default history limit
+/// (the window's size) records outlive their ids, and a commit writes no `r` key at all.
 fn remember_request(
     p: &mut ProjectState,
     record: &VersionRecord,
@@ -200,14 +206,15 @@ fn remember_request(
         };
         p.requests.insert(id.clone(), entry);
         p.request_versions.insert(record.version, id.clone());
-        ctx.writer
-            .insert(keys::request(inc, id), codec::encode(&entry)?);
     }
     if let Some(expired) = record.version.checked_sub(REQUEST_ID_WINDOW) {
         if let Some(id) = p.request_versions.remove(&expired) {
             if p.requests.get(&id).map(|e| e.version) == Some(expired) {
                 p.requests.remove(&id);
-                ctx.writer.remove(keys::request(inc, &id));
+                // Its record is gone, so compaction stored the entry.
+                if expired < p.meta.oldest_retained {
+                    ctx.writer.remove(keys::request(inc, &id));
+                }
             }
         }
     }
@@ -243,6 +250,12 @@ fn compact_history(
             let inline = StoredEntity::Inline(body.clone()).encode_suffix();
             // Replaces a reference, which is never chunked.
             writer.put_value_known(&keys::entity(inc, key), &entity_value(hash, &inline), 0)?;
+        }
+        // A remembered request id outlives its record: its entry is stored on its own now.
+        if let Some(id) = p.request_versions.get(&old) {
+            if let Some(entry) = p.requests.get(id).filter(|e| e.version == old) {
+                writer.insert(keys::request(inc, id), codec::encode(entry)?);
+            }
         }
         let chunks = p.chunked_records.remove(&old).unwrap_or(0);
         writer.remove_value_known(&keys::version(inc, old), chunks);

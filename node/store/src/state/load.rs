@@ -8,6 +8,7 @@ use crate::codec;
 use crate::error::StoreError;
 use crate::keys;
 use crate::types::{LogId, NodeAddr, NodeId, VersionRecord};
+use crate::REQUEST_ID_WINDOW;
 use flagraft_client::entity::EntityKey;
 use openraft::StoredMembership;
 use std::collections::{BTreeMap, HashMap};
@@ -94,6 +95,53 @@ pub fn load(tree: &sled::Tree, dir: &Path) -> Result<SmView, StoreError> {
     Ok(view)
 }
 
+/// Remembered request ids: stored entries of ids whose record is gone, then the ids in the
+/// retained records inside the window (newer last, as apply would have left them). Entries an
+/// earlier release stored for ids whose record is retained are dropped (not flushed: if a crash
+/// loses that, the next open drops them again).
+fn load_requests(
+    tree: &sled::Tree,
+    p: &mut ProjectState,
+    dir: &Path,
+    name: &str,
+) -> Result<(), StoreError> {
+    let inc = p.meta.incarnation;
+    let prefix = keys::scoped(keys::REQUEST, inc);
+    let mut legacy = sled::Batch::default();
+    for item in tree.scan_prefix(prefix) {
+        let (key, raw) = item?;
+        let id = String::from_utf8(key[prefix.len()..].to_vec())
+            .map_err(|_| corrupt(dir, format!("bad request id in project '{name}'")))?;
+        let entry: RequestEntry = codec::decode(&raw)?;
+        if entry.version >= p.meta.oldest_retained {
+            legacy.remove(key);
+        }
+        p.request_versions.insert(entry.version, id.clone());
+        p.requests.insert(id, entry);
+    }
+    tree.apply_batch(legacy)?;
+    let window_start = p.meta.version.saturating_sub(REQUEST_ID_WINDOW) + 1;
+    for version in p.meta.oldest_retained.max(window_start)..=p.meta.version {
+        let raw = values::read_value(tree, &keys::version(inc, version))?.ok_or_else(|| {
+            corrupt(
+                dir,
+                format!("project '{name}': the record of version {version} is missing"),
+            )
+        })?;
+        let record: VersionRecord = codec::decode(&raw)?;
+        if let Some(id) = record.request_id {
+            let entry = RequestEntry {
+                version,
+                digest: record.digest,
+                commit_time_ms: record.commit_time_ms,
+            };
+            p.request_versions.insert(version, id.clone());
+            p.requests.insert(id, entry);
+        }
+    }
+    Ok(())
+}
+
 fn load_project(
     tree: &sled::Tree,
     meta: ProjectMeta,
@@ -159,15 +207,7 @@ fn load_project(
         p.chunked_records
             .insert(u64::from_be_bytes(version), chunks);
     }
-    let prefix = keys::scoped(keys::REQUEST, inc);
-    for item in tree.scan_prefix(prefix) {
-        let (key, raw) = item?;
-        let id = String::from_utf8(key[prefix.len()..].to_vec())
-            .map_err(|_| corrupt(dir, format!("bad request id in project '{name}'")))?;
-        let entry: RequestEntry = codec::decode(&raw)?;
-        p.request_versions.insert(entry.version, id.clone());
-        p.requests.insert(id, entry);
-    }
+    load_requests(tree, &mut p, dir, name)?;
     // Torn or tampered state shows up here: the stored digest is the running sum of the hashes.
     if p.digest_from_hashes() != p.meta.digest {
         return Err(corrupt(

@@ -192,7 +192,10 @@ fn install_project(
     for (version, id, entry) in &ps.requests {
         p.requests.insert(id.clone(), *entry);
         p.request_versions.insert(*version, id.clone());
-        writer.insert(keys::request(inc, id), codec::encode(entry)?);
+        // Stored on its own only once its record is gone (see `apply::remember_request`).
+        if entry.version < ps.meta.oldest_retained {
+            writer.insert(keys::request(inc, id), codec::encode(entry)?);
+        }
     }
     let mut expected = ps.meta.oldest_retained;
     for raw in &ps.history {

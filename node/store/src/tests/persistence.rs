@@ -368,3 +368,28 @@ async fn entity_bodies_move_inline_when_their_record_is_compacted() {
     // Left: one small record; no entity, no chunk.
     assert_eq!(h.sm.stored_key_count(), baseline + 1);
 }
+
+/// Earlier releases stored every remembered request id on its own; an open drops the entries
+/// whose record is retained (the record holds them) and still remembers the ids.
+#[tokio::test]
+async fn request_entries_an_earlier_release_stored_are_dropped_at_open() {
+    let mut h = Harness::new().await;
+    let mut c = commit("default", vec![gate("a", json!(1))], vec![]);
+    c.request_id = Some("r1".into());
+    h.run(Command::Commit(c)).await;
+    let remembered = h.sm.remembered_request("default", "r1");
+    let (version, digest, commit_time_ms) = remembered.unwrap();
+    let entry = crate::state::model::RequestEntry {
+        version,
+        digest,
+        commit_time_ms,
+    };
+    let key = crate::keys::request(0, "r1");
+    h.sm.tree_for_tests()
+        .insert(&key, crate::codec::encode(&entry).unwrap())
+        .unwrap();
+    h.sm.flush().await.unwrap();
+    let h = h.reopen(StoreConfig::default()).await;
+    assert_eq!(h.sm.tree_for_tests().get(&key).unwrap(), None);
+    assert_eq!(h.sm.remembered_request("default", "r1"), remembered);
+}

@@ -144,29 +144,34 @@ async fn a_repeated_request_id_answers_the_first_commit_and_commits_nothing() {
     ));
 }
 
-#[tokio::test]
-async fn request_ids_are_forgotten_after_the_window() {
-    let mut h = Harness::with_config(StoreConfig {
-        history_limit: 10,
+/// Request ids are remembered for `REQUEST_ID_WINDOW` versions, across a reopen, whether the
+/// history keeps their records (the default limit: the record holds the id) or compacts them
+/// first (the id's entry is then stored on its own, and removed when it leaves the window).
+async fn request_ids_are_forgotten_after_the_window(history_limit: u64) {
+    let config = || StoreConfig {
+        history_limit,
         ..StoreConfig::default()
-    })
-    .await;
+    };
+    let mut h = Harness::with_config(config()).await;
     let mut c = commit("default", vec![], vec![]);
     c.request_id = Some("old".into());
     h.run(Command::Commit(c.clone())).await;
-    // Version 1 holds "old"; it stays remembered through version REQUEST_ID_WINDOW.
-    let fillers = (crate::REQUEST_ID_WINDOW - 1) as usize;
-    for chunk in vec![(); fillers].chunks(1000) {
-        let cmds = chunk
-            .iter()
-            .map(|_| Command::Commit(commit("default", vec![], vec![])))
-            .collect();
-        h.apply(cmds).await;
+    // Version 1 holds "old"; it stays remembered through version REQUEST_ID_WINDOW. Every
+    // 1000th filler carries an id too.
+    let fillers = crate::REQUEST_ID_WINDOW - 1;
+    let filler = |v: u64| {
+        let mut f = commit("default", vec![], vec![]);
+        f.request_id = v.is_multiple_of(1000).then(|| format!("f{v}"));
+        Command::Commit(f)
+    };
+    for start in (2..2 + fillers).step_by(1000) {
+        let end = (start + 1000).min(2 + fillers);
+        h.apply((start..end).map(filler).collect()).await;
     }
-    assert_eq!(
-        h.sm.head("default").unwrap().version,
-        crate::REQUEST_ID_WINDOW
-    );
+    let window = crate::REQUEST_ID_WINDOW;
+    assert_eq!(h.sm.head("default").unwrap().version, window);
+    h.sm.flush().await.unwrap();
+    let mut h = h.reopen(config()).await;
     let dup = h.run(Command::Commit(c.clone())).await;
     assert!(matches!(
         dup,
@@ -176,6 +181,8 @@ async fn request_ids_are_forgotten_after_the_window() {
             ..
         }
     ));
+    let f = h.sm.remembered_request("default", "f5000");
+    assert_eq!(f.map(|(v, _, _)| v), Some(5000));
     h.run(Command::Commit(commit("default", vec![], vec![])))
         .await;
     // Now at REQUEST_ID_WINDOW + 1: version 1 left the window.
@@ -190,6 +197,30 @@ async fn request_ids_are_forgotten_after_the_window() {
         ),
         "{fresh:?}"
     );
+    // Stored on their own: exactly the remembered ids whose record is gone.
+    let version = h.sm.head("default").unwrap().version;
+    let oldest = h.sm.oldest_retained("default").unwrap();
+    let expected = (version.saturating_sub(window) + 1..oldest)
+        .filter(|v| v.is_multiple_of(1000))
+        .count();
+    let stored =
+        h.sm.tree_for_tests()
+            .scan_prefix(crate::keys::scoped(crate::keys::REQUEST, 0))
+            .count();
+    assert_eq!(stored, expected);
+    if history_limit < window {
+        assert!(expected > 0, "the test must cover stored entries");
+    }
+}
+
+#[tokio::test]
+async fn request_ids_are_forgotten_after_the_window_with_a_short_history() {
+    request_ids_are_forgotten_after_the_window(10).await;
+}
+
+#[tokio::test]
+async fn request_ids_are_forgotten_after_the_window_with_the_default_history() {
+    request_ids_are_forgotten_after_the_window(StoreConfig::default().history_limit).await;
 }
 
 #[tokio::test]
