@@ -15,9 +15,8 @@
 //!                   b                     -> bincode StoredMembership
 //!                   n <project name>      -> bincode ProjectMeta {incarnation, version, digest,
 //!                                            commit_time_ms, oldest_retained}
-//!                   x <inc> <kind:u8> <entity name>  -> 32-byte entity hash ++ body JSON, or
-//!                                            hash ++ 0xFF ++ version:u64 BE (the body is in
-//!                                            that version's record; see below)
+//!                   x <inc> <kind:u8> <entity name>  -> 32-byte entity hash ++ body JSON
+//!                                            (as of its last compacted upsert; see below)
 //!                   v <inc> <version:u64 BE>         -> bincode VersionRecord
 //!                   r <inc> <request id>             -> bincode {version, digest, commit time}
 //!                                            (only for ids whose record is compacted)
@@ -35,11 +34,13 @@
 //! Entity bodies travel and rest as canonical JSON text ([`Body`]): the leader canonicalises a
 //! commit's bodies once; every node hashes, stores, records and streams those same bytes.
 //!
-//! A commit writes each body once besides the log: in its version's record, with the entity's
-//! `x` value referring to it. When that record is compacted, the bodies that still refer to it
-//! move back inline in the same batch (`state::apply::StoredEntity`). sled rewrites whole
-//! leaves, so each stored byte costs several written ones: this cut the bytes a node writes per
-//! commit of a ~2 KiB entity by about a quarter (`examples/write_volume.rs`).
+//! A commit writes each body once besides the log: in its version's record. An entity's `x`
+//! key gets its body only when the record holding its latest upsert is compacted (same batch);
+//! a delete removes the key at once. So the `x` keys hold the ruleset as of the oldest retained
+//! version, except for entities the retained records touch, and `open` replays the retained
+//! records on top (O(retained history) at open). sled rewrites whole leaves, so each stored
+//! byte costs several written ones; a commit of one ~2 KiB entity now writes one record (and
+//! no entity value or request entry) besides its log entry.
 //!
 //! # Semantics (see also the types)
 //!
@@ -71,15 +72,16 @@
 //! # Cost of a commit
 //!
 //! O(changed entities · log n): the in-memory ruleset is a persistent map (`imbl::OrdMap`)
-//! shared with readers, so apply clones nothing big; sled receives only the changed entities
-//! (small references), one record, the project head and at most a few compaction removals. The
-//! chunk counts of values it replaces come from memory, so a commit reads nothing from sled. No node parses or
-//! re-serialises a body on the commit path: the leader's canonical text is the hash input, the
-//! stored text, the record text and the streamed text, shared (one allocation) between the log
-//! cache, the view, the record and subscribers. The state an apply replaces is freed on a
-//! separate thread.
-//! Measured (callgrind, `examples/apply_cost.rs`, one ~2.4 KiB gate per commit): about 440k
-//! instructions per apply on a 100-entity project and 490k on a 10,000-entity one.
+//! shared with readers, so apply clones nothing big; sled receives one record, the removal of
+//! each deleted entity's key, the project head and at most a few compaction removals. The chunk
+//! counts of the records it adds and removes come from memory, so a commit of upserts reads
+//! nothing from sled. No node parses or re-serialises a body on the commit path: the leader's
+//! canonical text is the hash input, the record text and the streamed text, shared (one
+//! allocation) between the log cache, the view, the record and subscribers. The state an apply
+//! replaces is freed on a separate thread.
+//! Measured (callgrind, `examples/apply_cost.rs`, one ~2.4 KiB gate per commit, before records
+//! took over the entity and request writes): about 440k instructions per apply on a 100-entity
+//! project and 490k on a 10,000-entity one.
 //!
 //! # Crash safety
 //!

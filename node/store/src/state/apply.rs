@@ -96,23 +96,17 @@ fn apply_commit(
     let commit_time_ms = p.meta.commit_time_ms.max(cmd.proposed_time_ms);
 
     // Bodies arrive canonical (the leader canonicalised them): hashed, recorded and streamed
-    // as they are, shared rather than copied. The body is written once, in this version's
-    // record; the entity's stored value refers to it (see `StoredEntity`).
-    let entity_ref = StoredEntity::InRecord(version).encode_suffix();
+    // as they are, shared rather than copied. A body is written to sled once, in this
+    // version's record; the entity's own key gets it only when that record is compacted (see
+    // `compact_history` and `load`).
     for up in &cmd.upserts {
         let hash = up.body.hash(&up.key);
         if let Some(old) = p.hashes.insert(up.key.clone(), hash) {
             p.meta.digest.remove(&old);
         }
         p.meta.digest.add(&hash);
-        let old_chunks = p.stored_entity_chunks(&up.key);
         p.entities.insert(up.key.clone(), up.body.clone());
         p.body_in_record.insert(up.key.clone(), version);
-        ctx.writer.put_value_known(
-            &keys::entity(inc, &up.key),
-            &entity_value(&hash, &entity_ref),
-            old_chunks,
-        )?;
     }
     if !cmd.upserts.is_empty() {
         let upserted: Arc<[EntityKey]> = cmd.upserts.iter().map(|u| u.key.clone()).collect();
@@ -122,11 +116,10 @@ fn apply_commit(
         if let Some(old) = p.hashes.remove(key) {
             p.meta.digest.remove(&old);
         }
-        let old_chunks = p.stored_entity_chunks(key);
         p.entities.remove(key);
         p.body_in_record.remove(key);
-        ctx.writer
-            .remove_value_known(&keys::entity(inc, key), old_chunks);
+        // Its stored value (if any) is older than this delete.
+        ctx.writer.remove_value(&keys::entity(inc, key))?;
     }
 
     let record = VersionRecord {
@@ -232,8 +225,8 @@ fn compact_history(
     let inc = p.meta.incarnation;
     while p.meta.oldest_retained < keep_from {
         let old = p.meta.oldest_retained;
-        // Entities whose body lives in this record get it back before the record goes (same
-        // atomic batch).
+        // Entities whose latest body is in this record get it on their own key before the
+        // record goes (same atomic batch). Rare: only entities unchanged for `limit` versions.
         for key in p
             .upserted_at
             .remove(&old)
@@ -245,11 +238,9 @@ fn compact_history(
             }
             p.body_in_record.remove(key);
             let (Some(hash), Some(body)) = (p.hashes.get(key), p.entities.get(key)) else {
-                continue; // unreachable: a referring entity exists
+                continue; // unreachable: the entity exists
             };
-            let inline = StoredEntity::Inline(body.clone()).encode_suffix();
-            // Replaces a reference, which is never chunked.
-            writer.put_value_known(&keys::entity(inc, key), &entity_value(hash, &inline), 0)?;
+            writer.put_value(&keys::entity(inc, key), &entity_value(hash, body))?;
         }
         // A remembered request id outlives its record: its entry is stored on its own now.
         if let Some(id) = p.request_versions.get(&old) {
@@ -336,67 +327,19 @@ fn delete_project(
     Ok(CommandOutcome::ProjectDeleted { project: name })
 }
 
-/// What an entity's stored value holds after its 32-byte hash.
-///
-/// ```text
-/// entity value = hash:32 ++ body JSON            (Inline)
-///              | hash:32 ++ 0xFF ++ version:u64 BE  (InRecord: the body is the upsert of this
-///                                                  entity in that version's history record)
-/// ```
-/// A commit writes `InRecord`: each body is written once besides the log, in the record, not
-/// twice (sled rewrites whole leaves, so every stored byte costs several written bytes). When
-/// the record is compacted the body moves back inline. 0xFF never starts a JSON text (it is not
-/// UTF-8), so values written by earlier releases (all `Inline`) read unchanged.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoredEntity {
-    Inline(Body),
-    InRecord(u64),
-}
-
-const IN_RECORD: u8 = 0xFF;
-
-impl StoredEntity {
-    fn encode_suffix(&self) -> Vec<u8> {
-        match self {
-            StoredEntity::Inline(body) => body.as_str().as_bytes().to_vec(),
-            StoredEntity::InRecord(version) => {
-                let mut out = Vec::with_capacity(9);
-                out.push(IN_RECORD);
-                out.extend_from_slice(&version.to_be_bytes());
-                out
-            }
-        }
-    }
-}
-
-/// A stored entity value: the 32-byte hash, then the encoded [`StoredEntity`].
-fn entity_value(hash: &[u8; 32], suffix: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(32 + suffix.len());
+/// Stored entity value: its 32-byte hash, then the body's canonical JSON text.
+pub fn entity_value(hash: &[u8; 32], body: &Body) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + body.len());
     out.extend_from_slice(hash);
-    out.extend_from_slice(suffix);
+    out.extend_from_slice(body.as_str().as_bytes());
     out
 }
 
-/// The stored value of an entity whose body is inline (snapshot installs).
-pub fn inline_entity_value(hash: &[u8; 32], body: &Body) -> Vec<u8> {
-    entity_value(hash, body.as_str().as_bytes())
-}
-
-/// Inverse of the entity value encodings.
-pub fn parse_entity_value(raw: &[u8]) -> Result<([u8; 32], StoredEntity), CodecError> {
+/// Inverse of [`entity_value`].
+pub fn parse_entity_value(raw: &[u8]) -> Result<([u8; 32], Body), CodecError> {
     let hash: [u8; 32] = raw
         .get(..32)
         .and_then(|h| h.try_into().ok())
         .ok_or_else(|| CodecError::Json("entity value shorter than its hash".to_string()))?;
-    let rest = &raw[32..];
-    if let Some((&IN_RECORD, version)) = rest.split_first() {
-        let version: [u8; 8] = version
-            .try_into()
-            .map_err(|_| CodecError::Corrupt("bad entity record reference".to_string()))?;
-        return Ok((hash, StoredEntity::InRecord(u64::from_be_bytes(version))));
-    }
-    Ok((
-        hash,
-        StoredEntity::Inline(Body::from_canonical_bytes(rest)?),
-    ))
+    Ok((hash, Body::from_canonical_bytes(&raw[32..])?))
 }

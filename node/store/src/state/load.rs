@@ -1,9 +1,8 @@
 //! Rebuilding the in-memory view from the state machine tree at open.
 
-use super::apply::{parse_entity_value, StoredEntity};
+use super::apply::parse_entity_value;
 use super::model::{ProjectMeta, ProjectState, RequestEntry, SmView};
 use super::values;
-use crate::body::Body;
 use crate::codec;
 use crate::error::StoreError;
 use crate::keys;
@@ -11,7 +10,6 @@ use crate::types::{LogId, NodeAddr, NodeId, VersionRecord};
 use crate::REQUEST_ID_WINDOW;
 use flagraft_client::entity::EntityKey;
 use openraft::StoredMembership;
-use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -95,18 +93,16 @@ pub fn load(tree: &sled::Tree, dir: &Path) -> Result<SmView, StoreError> {
     Ok(view)
 }
 
-/// Remembered request ids: stored entries of ids whose record is gone, then the ids in the
-/// retained records inside the window (newer last, as apply would have left them). Entries an
-/// earlier release stored for ids whose record is retained are dropped (not flushed: if a crash
-/// loses that, the next open drops them again).
-fn load_requests(
+/// Entries of remembered request ids whose record is gone (see `apply::remember_request`).
+/// Entries an earlier release stored for ids whose record is retained are dropped (not flushed:
+/// if a crash loses that, the next open drops them again); the replay reads those ids.
+fn load_stored_requests(
     tree: &sled::Tree,
     p: &mut ProjectState,
     dir: &Path,
     name: &str,
 ) -> Result<(), StoreError> {
-    let inc = p.meta.incarnation;
-    let prefix = keys::scoped(keys::REQUEST, inc);
+    let prefix = keys::scoped(keys::REQUEST, p.meta.incarnation);
     let mut legacy = sled::Batch::default();
     for item in tree.scan_prefix(prefix) {
         let (key, raw) = item?;
@@ -115,33 +111,21 @@ fn load_requests(
         let entry: RequestEntry = codec::decode(&raw)?;
         if entry.version >= p.meta.oldest_retained {
             legacy.remove(key);
+            continue;
         }
         p.request_versions.insert(entry.version, id.clone());
         p.requests.insert(id, entry);
     }
     tree.apply_batch(legacy)?;
-    let window_start = p.meta.version.saturating_sub(REQUEST_ID_WINDOW) + 1;
-    for version in p.meta.oldest_retained.max(window_start)..=p.meta.version {
-        let raw = values::read_value(tree, &keys::version(inc, version))?.ok_or_else(|| {
-            corrupt(
-                dir,
-                format!("project '{name}': the record of version {version} is missing"),
-            )
-        })?;
-        let record: VersionRecord = codec::decode(&raw)?;
-        if let Some(id) = record.request_id {
-            let entry = RequestEntry {
-                version,
-                digest: record.digest,
-                commit_time_ms: record.commit_time_ms,
-            };
-            p.request_versions.insert(version, id.clone());
-            p.requests.insert(id, entry);
-        }
-    }
     Ok(())
 }
 
+/// A project: entity keys hold the ruleset as of the version before the oldest retained record
+/// (for the entities the retained records touch, possibly older; see `apply`), then the
+/// retained records are replayed in order: they give the latest bodies, which entities' latest
+/// bodies are still only in a record, and the request ids inside the window.
+///
+/// O(retained history): open decodes and hashes every retained record.
 fn load_project(
     tree: &sled::Tree,
     meta: ProjectMeta,
@@ -150,54 +134,15 @@ fn load_project(
 ) -> Result<ProjectState, StoreError> {
     let inc = meta.incarnation;
     let mut p = ProjectState::new(meta);
-    // Entities whose body is in a history record, by version: each record is read once.
-    let mut in_records: BTreeMap<u64, Vec<EntityKey>> = BTreeMap::new();
     for item in tree.scan_prefix(keys::scoped(keys::ENTITY, inc)) {
         let (key, head) = item?;
         let entity_key = keys::parse_entity_suffix(&key[9..])
             .ok_or_else(|| corrupt(dir, format!("bad entity key in project '{name}'")))?;
         let raw = values::resolve(tree, &key, &head)?
             .ok_or_else(|| corrupt(dir, format!("missing chunk of {entity_key} in '{name}'")))?;
-        let (hash, stored) = parse_entity_value(&raw)?;
+        let (hash, body) = parse_entity_value(&raw)?;
         p.hashes.insert(entity_key.clone(), hash);
-        match stored {
-            StoredEntity::Inline(body) => {
-                p.entities.insert(entity_key, body);
-            }
-            StoredEntity::InRecord(version) => {
-                in_records.entry(version).or_default().push(entity_key);
-            }
-        }
-    }
-    for (version, wanted) in in_records {
-        let record: VersionRecord = values::read_value(tree, &keys::version(inc, version))?
-            .map(|raw| codec::decode(&raw))
-            .transpose()?
-            .ok_or_else(|| {
-                corrupt(
-                    dir,
-                    format!("project '{name}': entities refer to version {version}, whose record is gone"),
-                )
-            })?;
-        let mut bodies: HashMap<&EntityKey, &Body> =
-            record.upserts.iter().map(|u| (&u.key, &u.body)).collect();
-        for key in &wanted {
-            let body = bodies.remove(key).ok_or_else(|| {
-                corrupt(
-                    dir,
-                    format!("project '{name}': version {version} does not upsert {key}"),
-                )
-            })?;
-            if p.hashes.get(key) != Some(&body.hash(key)) {
-                return Err(corrupt(
-                    dir,
-                    format!("project '{name}': {key} in version {version} does not match its hash"),
-                ));
-            }
-            p.entities.insert(key.clone(), body.clone());
-            p.body_in_record.insert(key.clone(), version);
-        }
-        p.upserted_at.insert(version, wanted.into());
+        p.entities.insert(entity_key, body);
     }
     let version_prefix = keys::scoped(keys::VERSION, inc);
     for (suffix, chunks) in values::chunked_under(tree, &version_prefix)? {
@@ -207,7 +152,50 @@ fn load_project(
         p.chunked_records
             .insert(u64::from_be_bytes(version), chunks);
     }
-    load_requests(tree, &mut p, dir, name)?;
+    load_stored_requests(tree, &mut p, dir, name)?;
+
+    let window_start = p.meta.version.saturating_sub(REQUEST_ID_WINDOW) + 1;
+    for version in p.meta.oldest_retained..=p.meta.version {
+        let raw = values::read_value(tree, &keys::version(inc, version))?.ok_or_else(|| {
+            corrupt(
+                dir,
+                format!("project '{name}': the record of version {version} is missing"),
+            )
+        })?;
+        let record: VersionRecord = codec::decode(&raw)?;
+        if record.version != version {
+            return Err(corrupt(
+                dir,
+                format!(
+                    "project '{name}': the record of version {version} says {}",
+                    record.version
+                ),
+            ));
+        }
+        for up in &record.upserts {
+            p.hashes.insert(up.key.clone(), up.body.hash(&up.key));
+            p.entities.insert(up.key.clone(), up.body.clone());
+            p.body_in_record.insert(up.key.clone(), version);
+        }
+        if !record.upserts.is_empty() {
+            let upserted: Arc<[EntityKey]> = record.upserts.iter().map(|u| u.key.clone()).collect();
+            p.upserted_at.insert(version, upserted);
+        }
+        for key in &record.deletes {
+            p.hashes.remove(key);
+            p.entities.remove(key);
+            p.body_in_record.remove(key);
+        }
+        if let Some(id) = record.request_id.filter(|_| version >= window_start) {
+            let entry = RequestEntry {
+                version,
+                digest: record.digest,
+                commit_time_ms: record.commit_time_ms,
+            };
+            p.request_versions.insert(version, id.clone());
+            p.requests.insert(id, entry);
+        }
+    }
     // Torn or tampered state shows up here: the stored digest is the running sum of the hashes.
     if p.digest_from_hashes() != p.meta.digest {
         return Err(corrupt(

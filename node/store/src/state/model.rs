@@ -41,11 +41,11 @@ pub struct ProjectState {
     pub requests: imbl::OrdMap<String, RequestEntry>,
     /// version -> request id of that version's commit, to expire `requests` by version.
     pub request_versions: imbl::OrdMap<u64, String>,
-    /// Entities whose stored value refers to the history record of the version that last
-    /// upserted them instead of holding the body (see `apply::StoredEntity`), with that version.
+    /// Entities whose latest upsert is in a retained record, with its version: their own key
+    /// holds an older body or none (see `apply::compact_history`).
     pub body_in_record: imbl::OrdMap<EntityKey, u64>,
     /// Retained version -> the entities it upserted, so that compacting its record finds the
-    /// stored values that still refer to it (they get their body back first).
+    /// entities whose latest body it holds.
     pub upserted_at: imbl::OrdMap<u64, Arc<[EntityKey]>>,
     /// Retained versions whose record is stored in chunks, with the chunk count (see
     /// `values`): compaction removes them without reading the head first.
@@ -74,17 +74,6 @@ impl ProjectState {
             commit_time_ms: self.meta.commit_time_ms,
             entity_count: self.entities.len(),
         }
-    }
-
-    /// The chunk count of the stored value of entity `key` (see `values`), from memory: a
-    /// value that refers to a record is small, an inline one is the hash and the body.
-    pub fn stored_entity_chunks(&self, key: &EntityKey) -> u32 {
-        if self.body_in_record.contains_key(key) {
-            return 0;
-        }
-        self.entities
-            .get(key)
-            .map_or(0, |body| super::values::chunk_count_of_len(32 + body.len()))
     }
 
     /// The digest recomputed from the stored per-entity hashes.

@@ -11,7 +11,7 @@
 //! decoding and re-encoding every body, which made snapshots the largest CPU cost of a busy node.
 //! Install decodes every record once, so a corrupt one is refused before anything is written.
 
-use super::apply::inline_entity_value;
+use super::apply::entity_value;
 use super::model::{ProjectMeta, ProjectState, RequestEntry, SmView};
 use super::values::{self, SmWriter};
 use crate::body::Body;
@@ -179,7 +179,7 @@ fn install_project(
     for (key, body) in &ps.entities {
         // Re-hashing here (once per install, not per commit) verifies the carried digest.
         let hash = body.hash(key);
-        writer.put_value(&keys::entity(inc, key), &inline_entity_value(&hash, body))?;
+        writer.put_value(&keys::entity(inc, key), &entity_value(&hash, body))?;
         p.hashes.insert(key.clone(), hash);
         p.entities.insert(key.clone(), body.clone());
     }

@@ -281,8 +281,9 @@ async fn large_entities_and_records_are_chunked_and_leave_nothing_behind() {
     h.run(Command::Commit(commit("default", vec![], vec![])))
         .await;
     assert_eq!(h.sm.oldest_retained("default"), Some(3));
-    // Left: one entity, two small records; nothing of the chunked values.
-    assert_eq!(h.sm.stored_key_count(), baseline + 1 + 2);
+    // Left: two small records (the remaining entity's body is still only in record 3);
+    // nothing of the chunked values.
+    assert_eq!(h.sm.stored_key_count(), baseline + 2);
 }
 
 #[tokio::test]
@@ -309,11 +310,11 @@ async fn a_dir_created_with_sleds_default_segment_size_still_opens() {
     );
 }
 
-/// An entity's body lives in the record of the version that last upserted it and moves back
-/// inline (chunked when large) when that record is compacted; later writes replace it without
-/// reading it first (debug builds check the chunk counts kept in memory against sled).
+/// An entity's latest body is stored only in the record of the version that upserted it; its
+/// own key gets it (chunked when large) when that record is compacted, and a reopen rebuilds
+/// the ruleset from those keys plus the retained records.
 #[tokio::test]
-async fn entity_bodies_move_inline_when_their_record_is_compacted() {
+async fn entity_bodies_move_to_their_key_when_their_record_is_compacted() {
     let config = || StoreConfig {
         history_limit: 1,
         ..StoreConfig::default()
@@ -324,7 +325,7 @@ async fn entity_bodies_move_inline_when_their_record_is_compacted() {
     let key = |name: &str| {
         flagraft_client::entity::EntityKey::new(flagraft_client::entity::EntityKind::Gate, name)
     };
-    // v1: the big gate's body is in record 1; v2 compacts record 1, so the body moves inline.
+    // v1: the big gate's body is in record 1; v2 compacts record 1, so the body moves to its key.
     h.run(Command::Commit(commit(
         "default",
         vec![gate("big", big("a"))],
@@ -344,7 +345,7 @@ async fn entity_bodies_move_inline_when_their_record_is_compacted() {
     assert_eq!(h.sm.ruleset("default").unwrap().entities, ruleset.entities);
     assert_eq!(full_digest(&h.sm, "default"), ruleset.head.digest);
 
-    // Replace the inline (chunked) body, then delete it; reopen in between.
+    // Upsert it again (its key keeps the older body), then delete it; reopen in between.
     h.run(Command::Commit(commit(
         "default",
         vec![gate("big", big("b"))],
