@@ -40,6 +40,16 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
+/// [`decode`] of a type that borrows from `bytes` (strings left unvalidated beyond UTF-8).
+pub fn decode_borrowed<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
+    let (value, read) =
+        bincode::serde::borrow_decode_from_slice(bytes, config().with_limit::<DECODE_LIMIT>())?;
+    if read != bytes.len() {
+        return Err(CodecError::Trailing(bytes.len() - read));
+    }
+    Ok(value)
+}
+
 /// Decodes a `T` from the start of `bytes`, ignoring what follows (e.g. the first field of a
 /// struct, since bincode writes fields in order with no header).
 pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {

@@ -3,13 +3,17 @@
 use super::apply::parse_entity_value;
 use super::model::{ProjectMeta, ProjectState, RequestEntry, SmView};
 use super::values;
+use crate::body::Body;
 use crate::codec;
 use crate::error::StoreError;
 use crate::keys;
-use crate::types::{LogId, NodeAddr, NodeId, VersionRecord};
+use crate::types::{LogId, NodeAddr, NodeId};
 use crate::REQUEST_ID_WINDOW;
+use flagraft_client::digest::RulesetDigest;
 use flagraft_client::entity::EntityKey;
 use openraft::StoredMembership;
+use serde::Deserialize;
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -126,6 +130,105 @@ fn load_stored_requests(
 /// bodies are still only in a record, and the request ids inside the window.
 ///
 /// O(retained history): open decodes and hashes every retained record.
+/// A stored [`VersionRecord`] with its strings borrowed: bodies are validated (and hashed)
+/// only for each entity's latest upsert. Same fields, same order, same encoding.
+#[derive(Deserialize)]
+struct RecordView<'a> {
+    version: u64,
+    #[serde(borrow)]
+    _author: &'a str,
+    #[serde(borrow)]
+    _message: &'a str,
+    commit_time_ms: u64,
+    #[serde(borrow)]
+    request_id: Option<&'a str>,
+    #[serde(borrow)]
+    upserts: Vec<UpsertView<'a>>,
+    deletes: Vec<EntityKey>,
+    digest: RulesetDigest,
+}
+
+#[derive(Deserialize)]
+struct UpsertView<'a> {
+    key: EntityKey,
+    #[serde(borrow)]
+    body: &'a str,
+}
+
+/// Replays the retained records over the entities loaded from their keys, newest first: an
+/// entity's newest touch decides it (older ones are skipped), and the newest use of a request
+/// id inside the window wins over older ones and over stored entries.
+fn replay_records(
+    tree: &sled::Tree,
+    p: &mut ProjectState,
+    dir: &Path,
+    name: &str,
+) -> Result<(), StoreError> {
+    let inc = p.meta.incarnation;
+    if p.meta.oldest_retained > p.meta.version {
+        return Ok(());
+    }
+    let window_start = p.meta.version.saturating_sub(REQUEST_ID_WINDOW) + 1;
+    let mut decided: HashSet<EntityKey> = HashSet::new();
+    let mut expected = p.meta.version;
+    let range = keys::version(inc, p.meta.oldest_retained)..=keys::version(inc, p.meta.version);
+    let mut newer_requests: Vec<(String, RequestEntry)> = Vec::new();
+    for item in tree.range(range).rev() {
+        let (key, head) = item?;
+        let raw = values::resolve(tree, &key, &head)?
+            .ok_or_else(|| corrupt(dir, format!("project '{name}': a record chunk is missing")))?;
+        let record: RecordView<'_> = codec::decode_borrowed(&raw)?;
+        let version = record.version;
+        if version != expected {
+            return Err(corrupt(
+                dir,
+                format!("project '{name}': the record of version {expected} is missing"),
+            ));
+        }
+        expected = expected.saturating_sub(1);
+        let mut latest = Vec::new();
+        for up in record.upserts {
+            if !decided.insert(up.key.clone()) {
+                continue;
+            }
+            let body = Body::from_canonical_bytes(up.body.as_bytes())?;
+            p.hashes.insert(up.key.clone(), body.hash(&up.key));
+            p.entities.insert(up.key.clone(), body);
+            p.body_in_record.insert(up.key.clone(), version);
+            latest.push(up.key);
+        }
+        if !latest.is_empty() {
+            p.upserted_at.insert(version, latest.into());
+        }
+        for key in record.deletes {
+            if decided.insert(key.clone()) {
+                p.hashes.remove(&key);
+                p.entities.remove(&key);
+            }
+        }
+        if let Some(id) = record.request_id.filter(|_| version >= window_start) {
+            let entry = RequestEntry {
+                version,
+                digest: record.digest,
+                commit_time_ms: record.commit_time_ms,
+            };
+            newer_requests.push((id.to_string(), entry));
+        }
+    }
+    if expected + 1 != p.meta.oldest_retained {
+        return Err(corrupt(
+            dir,
+            format!("project '{name}': the record of version {expected} is missing"),
+        ));
+    }
+    // Oldest first, so that a newer use of an id replaces an older one, as apply left them.
+    for (id, entry) in newer_requests.into_iter().rev() {
+        p.request_versions.insert(entry.version, id.clone());
+        p.requests.insert(id, entry);
+    }
+    Ok(())
+}
+
 fn load_project(
     tree: &sled::Tree,
     meta: ProjectMeta,
@@ -154,48 +257,7 @@ fn load_project(
     }
     load_stored_requests(tree, &mut p, dir, name)?;
 
-    let window_start = p.meta.version.saturating_sub(REQUEST_ID_WINDOW) + 1;
-    for version in p.meta.oldest_retained..=p.meta.version {
-        let raw = values::read_value(tree, &keys::version(inc, version))?.ok_or_else(|| {
-            corrupt(
-                dir,
-                format!("project '{name}': the record of version {version} is missing"),
-            )
-        })?;
-        let record: VersionRecord = codec::decode(&raw)?;
-        if record.version != version {
-            return Err(corrupt(
-                dir,
-                format!(
-                    "project '{name}': the record of version {version} says {}",
-                    record.version
-                ),
-            ));
-        }
-        for up in &record.upserts {
-            p.hashes.insert(up.key.clone(), up.body.hash(&up.key));
-            p.entities.insert(up.key.clone(), up.body.clone());
-            p.body_in_record.insert(up.key.clone(), version);
-        }
-        if !record.upserts.is_empty() {
-            let upserted: Arc<[EntityKey]> = record.upserts.iter().map(|u| u.key.clone()).collect();
-            p.upserted_at.insert(version, upserted);
-        }
-        for key in &record.deletes {
-            p.hashes.remove(key);
-            p.entities.remove(key);
-            p.body_in_record.remove(key);
-        }
-        if let Some(id) = record.request_id.filter(|_| version >= window_start) {
-            let entry = RequestEntry {
-                version,
-                digest: record.digest,
-                commit_time_ms: record.commit_time_ms,
-            };
-            p.request_versions.insert(version, id.clone());
-            p.requests.insert(id, entry);
-        }
-    }
+    replay_records(tree, &mut p, dir, name)?;
     // Torn or tampered state shows up here: the stored digest is the running sum of the hashes.
     if p.digest_from_hashes() != p.meta.digest {
         return Err(corrupt(
@@ -204,4 +266,38 @@ fn load_project(
         ));
     }
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::Upsert;
+    use crate::types::VersionRecord;
+    use flagraft_client::entity::EntityKind;
+
+    #[test]
+    fn a_record_view_reads_every_field_of_a_stored_record() {
+        let key = |n: &str| EntityKey::new(EntityKind::Gate, n);
+        let record = VersionRecord {
+            version: 7,
+            author: "ann".into(),
+            message: "why".into(),
+            commit_time_ms: 42,
+            request_id: Some("req".into()),
+            upserts: vec![Upsert::new(key("a"), &serde_json::json!({"x": [1, "y"]}))],
+            deletes: vec![key("b")],
+            digest: RulesetDigest::from_hashes([[3u8; 32]].iter()),
+        };
+        let raw = codec::encode(&record).unwrap();
+        let view: RecordView<'_> = codec::decode_borrowed(&raw).unwrap();
+        assert_eq!(view.version, 7);
+        assert_eq!((view._author, view._message), ("ann", "why"));
+        assert_eq!(view.commit_time_ms, 42);
+        assert_eq!(view.request_id, Some("req"));
+        assert_eq!(view.upserts.len(), 1);
+        assert_eq!(view.upserts[0].key, key("a"));
+        assert_eq!(view.upserts[0].body, record.upserts[0].body.as_str());
+        assert_eq!(view.deletes, record.deletes);
+        assert_eq!(view.digest, record.digest);
+    }
 }
