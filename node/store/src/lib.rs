@@ -39,9 +39,9 @@
 //! a delete removes the key at once. So the `x` keys hold the ruleset as of the oldest retained
 //! version, except for entities the retained records touch, and `open` replays the retained
 //! records on top, newest first (O(retained history) at open: 135 ms for a full history of
-//! 10,000 records of ~2.5 KiB, `examples/write_volume.rs`). sled rewrites whole leaves, so each stored
-//! byte costs several written ones; a commit of one ~2 KiB entity now writes one record (and
-//! no entity value or request entry) besides its log entry.
+//! 10,000 records of ~2.5 KiB, `examples/write_volume.rs`). sled rewrites whole leaves, so each
+//! stored byte costs several written ones; a commit of one ~2 KiB entity now writes one record
+//! (and no entity value or request entry) besides its log entry.
 //!
 //! # Semantics (see also the types)
 //!
