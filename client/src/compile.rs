@@ -66,7 +66,7 @@ pub(crate) struct CCondition {
     pub check: Check,
     pub id_type: IdType,
     /// The condition as written, for explanations.
-    pub raw: model::Condition,
+    pub raw: Arc<model::Condition>,
 }
 
 #[derive(Debug)]
@@ -392,7 +392,7 @@ impl Compiler<'_> {
         rule_id: &str,
         rule_index: usize,
         ci: usize,
-        c: &model::Condition,
+        c: &Arc<model::Condition>,
     ) -> CCondition {
         let path = format!("rules[{rule_index}].conditions[{ci}]");
         let mut warn = |field: &str, msg: String| {
@@ -500,7 +500,7 @@ impl Compiler<'_> {
             source,
             check,
             id_type: IdType::new(&c.id_type),
-            raw: c.clone(),
+            raw: Arc::clone(c),
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::limits;
 use crate::problem::ValidationError;
 use crate::user::json_type_name;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 /// Fields of an entity body reserved by flagraft (see [`crate::dcs`]).
 pub const LAYER_FIELD: &str = "__layer";
@@ -45,7 +46,9 @@ pub struct Rule {
     /// `None` when absent or null: the rule id is used as the salt.
     pub salt: Option<String>,
     pub pass_percentage: f64,
-    pub conditions: Vec<Condition>,
+    /// Shared with the compiled conditions (`CCondition::raw`), which keep them for explain
+    /// output: compiling clones no target list.
+    pub conditions: Vec<Arc<Condition>>,
     pub return_value: Value,
     pub id_type: String,
     pub group_name: Option<String>,
@@ -351,7 +354,7 @@ impl Rule {
                 for (ci, cj) in conds.iter().enumerate() {
                     let cpath = format!("{path}.conditions[{ci}]");
                     if let Some(c) = Condition::from_json(key, &rule_label, cpath, cj, problems) {
-                        conditions.push(c);
+                        conditions.push(Arc::new(c));
                     }
                 }
             }
