@@ -12,6 +12,8 @@ use openraft::storage::RaftStateMachine;
 use openraft::{Entry, EntryPayload};
 use std::time::Instant;
 
+mod common;
+
 fn body(i: u64) -> serde_json::Value {
     let rules: Vec<serde_json::Value> = (0..16).map(|r| serde_json::json!({"name": format!("rule-{r}"), "passPercentage": 50, "id": format!("{i}-{r}"),"conditions": [{"type": "user_field", "field": "country", "operator": "any","targetValue": ["US", "CA", "GB", "DE"]}]})).collect();
     serde_json::json!({"name": format!("gate-{i}"), "enabled": true, "rules": rules, "rev": i})
@@ -33,12 +35,6 @@ fn gate(i: u64, rev: u64) -> Entity {
         key: EntityKey::new(EntityKind::Gate, format!("gate-{i}")),
         body: body(rev),
     }
-}
-fn cpu() -> std::time::Duration {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    std::time::Duration::from_millis(ticks * 10)
 }
 fn blobs(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir.join("sled/blobs"))
@@ -95,12 +91,12 @@ async fn main() {
             .map(|r| entry(commit(vec![gate((r * 7919) % size, r + 1)])))
             .collect();
         let t = Instant::now();
-        let c = cpu();
+        let c = common::process_cpu();
         timed_round(&mut sm, es).await;
         let wall = t.elapsed() / per_round as u32;
         println!(
             "round {round}: wall {wall:?}/commit, process cpu {:?}/commit, blobs {}",
-            (cpu() - c) / per_round as u32,
+            (common::process_cpu() - c) / per_round as u32,
             blobs(dir.path())
         );
     }

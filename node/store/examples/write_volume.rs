@@ -18,6 +18,8 @@ use openraft::storage::RaftStateMachine;
 use openraft::{Entry, EntryPayload};
 use std::time::Duration;
 
+mod common;
+
 fn body(i: u64) -> serde_json::Value {
     let rules: Vec<serde_json::Value> = (0..16).map(|r| serde_json::json!({"name": format!("rule-{r}"), "passPercentage": 50, "id": format!("{i}-{r}"),"conditions": [{"type": "user_field", "field": "country", "operator": "any","targetValue": ["US", "CA", "GB", "DE"]}]})).collect();
     serde_json::json!({"name": format!("gate-{i}"), "enabled": true, "rules": rules, "rev": i})
@@ -38,28 +40,6 @@ fn commit(name: u64, rev: u64) -> CommitCommand {
         request_id: Some(format!("{rev:08x}-0000-4000-8000-000000000000")),
         proposed_time_ms: 0,
     }
-}
-
-fn proc_field(file: &str, key: &str) -> u64 {
-    std::fs::read_to_string(file)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-fn wchar() -> u64 {
-    proc_field("/proc/self/io", "wchar:")
-}
-
-fn cpu() -> Duration {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -116,19 +96,19 @@ async fn main() {
             .collect();
         let commits = rounds * per_entry;
 
-        let (w, c) = (wchar(), cpu());
+        let (w, c) = (common::written_bytes(), common::process_cpu());
         for (i, bytes) in raw {
             log_tree.insert(i.to_be_bytes(), bytes).unwrap();
             log_db.flush_async().await.unwrap();
         }
-        let (log_w, log_c) = (wchar() - w, cpu() - c);
+        let (log_w, log_c) = (common::written_bytes() - w, common::process_cpu() - c);
 
-        let (w, c) = (wchar(), cpu());
+        let (w, c) = (common::written_bytes(), common::process_cpu());
         for e in entries {
             sm.apply([e]).await.unwrap();
             sm.flush().await.unwrap();
         }
-        let (sm_w, sm_c) = (wchar() - w, cpu() - c);
+        let (sm_w, sm_c) = (common::written_bytes() - w, common::process_cpu() - c);
         println!(
             "{phase:>8}: {commits} commits | log {:>6} B {:>4} us | state machine {:>6} B {:>4} us (per commit)",
             log_w / commits,

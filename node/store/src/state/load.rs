@@ -108,6 +108,7 @@ fn load_stored_requests(
 ) -> Result<(), StoreError> {
     let prefix = keys::scoped(keys::REQUEST, p.meta.incarnation);
     let mut legacy = sled::Batch::default();
+    let mut any_legacy = false;
     for item in tree.scan_prefix(prefix) {
         let (key, raw) = item?;
         let id = String::from_utf8(key[prefix.len()..].to_vec())
@@ -115,12 +116,15 @@ fn load_stored_requests(
         let entry: RequestEntry = codec::decode(&raw)?;
         if entry.version >= p.meta.oldest_retained {
             legacy.remove(key);
+            any_legacy = true;
             continue;
         }
         p.request_versions.insert(entry.version, id.clone());
         p.requests.insert(id, entry);
     }
-    tree.apply_batch(legacy)?;
+    if any_legacy {
+        tree.apply_batch(legacy)?;
+    }
     Ok(())
 }
 
