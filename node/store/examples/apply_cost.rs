@@ -6,7 +6,7 @@
 //! For machine-independent figures run it under `valgrind --tool=callgrind` and compare the
 //! inclusive instruction count of `RaftStateMachine::apply` between sizes.
 
-use flagraft_client::entity::{Entity, EntityKey, EntityKind};
+use flagraft_client::entity::Entity;
 use flagraft_store::{open, Command, CommitCommand, Identity, StoreConfig, TypeConfig};
 use openraft::storage::RaftStateMachine;
 use openraft::{Entry, EntryPayload};
@@ -14,10 +14,6 @@ use std::time::Instant;
 
 mod common;
 
-fn body(i: u64) -> serde_json::Value {
-    let rules: Vec<serde_json::Value> = (0..16).map(|r| serde_json::json!({"name": format!("rule-{r}"), "passPercentage": 50, "id": format!("{i}-{r}"),"conditions": [{"type": "user_field", "field": "country", "operator": "any","targetValue": ["US", "CA", "GB", "DE"]}]})).collect();
-    serde_json::json!({"name": format!("gate-{i}"), "enabled": true, "rules": rules, "rev": i})
-}
 fn commit(upserts: Vec<Entity>) -> Command {
     Command::Commit(CommitCommand {
         project: "default".into(),
@@ -30,12 +26,6 @@ fn commit(upserts: Vec<Entity>) -> Command {
         proposed_time_ms: 0,
     })
 }
-fn gate(i: u64, rev: u64) -> Entity {
-    Entity {
-        key: EntityKey::new(EntityKind::Gate, format!("gate-{i}")),
-        body: body(rev),
-    }
-}
 fn blobs(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir.join("sled/blobs"))
         .map(|d| d.count())
@@ -44,10 +34,7 @@ fn blobs(dir: &std::path::Path) -> usize {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().unwrap())
-        .collect();
+    let args = common::numeric_args();
     let (size, per_commit) = (args[0], args[1]);
     let dir = tempfile::tempdir().unwrap();
     let (_log, mut sm) = open(
@@ -70,7 +57,7 @@ async fn main() {
     };
     for start in (0..size).step_by(per_commit as usize) {
         let ups = (start..(start + per_commit).min(size))
-            .map(|i| gate(i, 0))
+            .map(|i| common::gate(i, 0))
             .collect();
         sm.apply([entry(commit(ups))]).await.unwrap();
     }
@@ -88,7 +75,7 @@ async fn main() {
         .unwrap_or(5000);
     for round in 0..rounds {
         let es: Vec<_> = (0..per_round)
-            .map(|r| entry(commit(vec![gate((r * 7919) % size, r + 1)])))
+            .map(|r| entry(commit(vec![common::gate((r * 7919) % size, r + 1)])))
             .collect();
         let t = Instant::now();
         let c = common::process_cpu();

@@ -12,7 +12,6 @@
 //! so that compaction runs too. Then the time to reopen the store (open replays the retained
 //! history records).
 
-use flagraft_client::entity::{Entity, EntityKey, EntityKind};
 use flagraft_store::{open, Command, CommitCommand, Identity, StoreConfig, TypeConfig};
 use openraft::storage::RaftStateMachine;
 use openraft::{Entry, EntryPayload};
@@ -20,16 +19,8 @@ use std::time::Duration;
 
 mod common;
 
-fn body(i: u64) -> serde_json::Value {
-    let rules: Vec<serde_json::Value> = (0..16).map(|r| serde_json::json!({"name": format!("rule-{r}"), "passPercentage": 50, "id": format!("{i}-{r}"),"conditions": [{"type": "user_field", "field": "country", "operator": "any","targetValue": ["US", "CA", "GB", "DE"]}]})).collect();
-    serde_json::json!({"name": format!("gate-{i}"), "enabled": true, "rules": rules, "rev": i})
-}
-
 fn commit(name: u64, rev: u64) -> CommitCommand {
-    let e = Entity {
-        key: EntityKey::new(EntityKind::Gate, format!("gate-{name}")),
-        body: body(rev),
-    };
+    let e = common::gate(name, rev);
     CommitCommand {
         project: "default".into(),
         upserts: vec![flagraft_store::Upsert::from(&e)],
@@ -44,10 +35,7 @@ fn commit(name: u64, rev: u64) -> CommitCommand {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().unwrap())
-        .collect();
+    let args = common::numeric_args();
     let entities = args.first().copied().unwrap_or(128);
     let per_entry = args.get(1).copied().unwrap_or(32);
     let warm = 12_000 / per_entry + 1;

@@ -128,13 +128,7 @@ fn load_stored_requests(
     Ok(())
 }
 
-/// A project: entity keys hold the ruleset as of the version before the oldest retained record
-/// (for the entities the retained records touch, possibly older; see `apply`), then the
-/// retained records are replayed in order: they give the latest bodies, which entities' latest
-/// bodies are still only in a record, and the request ids inside the window.
-///
-/// O(retained history): open decodes and hashes every retained record.
-/// A stored [`VersionRecord`] with its strings borrowed: bodies are validated (and hashed)
+/// A stored [`VersionRecord`](crate::types::VersionRecord) with its strings borrowed: bodies are validated (and hashed)
 /// only for each entity's latest upsert. Same fields, same order, same encoding.
 #[derive(Deserialize)]
 struct RecordView<'a> {
@@ -233,6 +227,13 @@ fn replay_records(
     Ok(())
 }
 
+/// A project: entity keys hold the ruleset as of the version before the oldest retained record
+/// (for the entities the retained records touch, possibly older; see `apply`), then the
+/// retained records are replayed (`replay_records`): they give the latest bodies, which
+/// entities' latest bodies are still only in a record, and the request ids inside the window.
+///
+/// O(retained history): open decodes every retained record, and validates and hashes each
+/// entity's latest body.
 fn load_project(
     tree: &sled::Tree,
     meta: ProjectMeta,
