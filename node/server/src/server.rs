@@ -77,10 +77,9 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         node_id: config.node_id,
         cluster: config.cluster.clone(),
     };
-    // The store may grow settings with defaults of its own.
-    #[allow(clippy::needless_update)]
     let store_config = StoreConfig {
         history_limit: config.history_limit,
+        cache_capacity_bytes: config.cache_mb << 20,
         ..Default::default()
     };
     let (log_store, sm) = flagraft_store::open(&config.data_dir, &identity, store_config)

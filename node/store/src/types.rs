@@ -197,7 +197,9 @@ pub struct StoreConfig {
     pub history_limit: u64,
     /// Capacity of the applied-changes broadcast channel.
     pub broadcast_capacity: usize,
-    /// sled page cache size.
+    /// sled page cache size. sled splits it into 256 LRU shards; one log leaf of group-commit
+    /// entries (up to 17 entries of up to ~70 KiB) outgrows a shard of a 128 MiB cache and evicts
+    /// the shard's history pages, which compaction then reads back from disk.
     pub cache_capacity_bytes: u64,
     /// Upper bound on the encoded size of one `limited_get_log_entries` answer (replication batch).
     pub max_log_read_bytes: usize,
@@ -210,7 +212,7 @@ impl Default for StoreConfig {
         StoreConfig {
             history_limit: 10_000,
             broadcast_capacity: 4096,
-            cache_capacity_bytes: 128 * 1024 * 1024,
+            cache_capacity_bytes: 512 * 1024 * 1024,
             max_log_read_bytes: 4 * 1024 * 1024,
             max_log_read_entries: 4096,
         }
