@@ -11,9 +11,11 @@ use std::collections::VecDeque;
 use std::sync::mpsc;
 use std::sync::Arc;
 
-enum Garbage {
-    View(Arc<SmView>),
-    Change(Arc<AppliedChange>),
+/// What one apply leaves behind: the view it replaced and the changes it published. Sent as
+/// one message per apply, so a batch of commits wakes the thread once.
+struct Garbage {
+    view: Arc<SmView>,
+    changes: Vec<Arc<AppliedChange>>,
 }
 
 pub struct Dropper {
@@ -29,15 +31,11 @@ impl Dropper {
             .name("flagraft-dropper".into())
             .spawn(move || {
                 let mut recent: VecDeque<Arc<AppliedChange>> = VecDeque::new();
-                while let Ok(garbage) = rx.recv() {
-                    match garbage {
-                        Garbage::View(view) => drop(view),
-                        Garbage::Change(change) => {
-                            recent.push_back(change);
-                            while recent.len() > keep_changes {
-                                recent.pop_front();
-                            }
-                        }
+                while let Ok(Garbage { view, changes }) = rx.recv() {
+                    drop(view);
+                    recent.extend(changes);
+                    while recent.len() > keep_changes {
+                        recent.pop_front();
                     }
                 }
             });
@@ -47,16 +45,11 @@ impl Dropper {
         }
     }
 
-    pub fn view(&self, view: Arc<SmView>) {
+    /// Hands over the replaced `view` and references to the `changes` just published.
+    pub fn retire(&self, view: Arc<SmView>, changes: Vec<Arc<AppliedChange>>) {
         if let Some(tx) = &self.tx {
-            // If the thread is gone the value comes back in the error and drops here.
-            let _ = tx.send(Garbage::View(view));
-        }
-    }
-
-    pub fn change(&self, change: Arc<AppliedChange>) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(Garbage::Change(change));
+            // If the thread is gone the values come back in the error and drop here.
+            let _ = tx.send(Garbage { view, changes });
         }
     }
 }

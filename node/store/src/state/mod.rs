@@ -240,14 +240,15 @@ impl StateMachineStore {
     fn publish(&self, view: SmView, changes: Vec<AppliedChange>) {
         let index = view.last_applied.map_or(0, |l| l.index);
         let old = self.shared.view.swap(Arc::new(view));
-        self.shared.dropper.view(old);
         self.shared.applied.send_replace(index);
+        let mut sent = Vec::with_capacity(changes.len());
         for change in changes {
             let change = Arc::new(change);
-            self.shared.dropper.change(change.clone());
+            sent.push(change.clone());
             // An error only means nobody is subscribed.
             let _ = self.shared.changes.send(change);
         }
+        self.shared.dropper.retire(old, sent);
     }
 
     fn set_current_snapshot(&self, meta: SnapshotMeta<NodeId, NodeAddr>, bytes: Arc<Vec<u8>>) {
