@@ -1,7 +1,7 @@
 //! Deterministic application of one command: updates the in-memory view and records the matching
 //! sled writes in the caller's batch. No clock, no randomness, no config that changes outcomes.
 
-use super::model::{ProjectMeta, ProjectState, RequestEntry, SmView, DEFAULT_PROJECT};
+use super::model::{ProjectMeta, ProjectState, RequestEntry, RequestId, SmView, DEFAULT_PROJECT};
 use super::values::{chunk_count_of_len, SmWriter};
 use crate::body::Body;
 use crate::codec::{self, CodecError};
@@ -61,7 +61,7 @@ fn apply_commit(
     if let Some(first) = cmd
         .request_id
         .as_ref()
-        .and_then(|id| current.requests.get(id))
+        .and_then(|id| current.requests.get(id.as_str()))
     {
         return Ok(CommandOutcome::Committed {
             project: cmd.project,
@@ -192,13 +192,14 @@ fn remember_request(
 ) -> Result<(), CodecError> {
     let inc = p.meta.incarnation;
     if let Some(id) = &record.request_id {
+        let id = RequestId::from(id.as_str());
         let entry = RequestEntry {
             version: record.version,
             digest: record.digest,
             commit_time_ms: record.commit_time_ms,
         };
         p.requests.insert(id.clone(), entry);
-        p.request_versions.insert(record.version, id.clone());
+        p.request_versions.insert(record.version, id);
     }
     if let Some(expired) = record.version.checked_sub(REQUEST_ID_WINDOW) {
         if let Some(id) = p.request_versions.remove(&expired) {

@@ -1,7 +1,7 @@
 //! Rebuilding the in-memory view from the state machine tree at open.
 
 use super::apply::parse_entity_value;
-use super::model::{ProjectMeta, ProjectState, RequestEntry, SmView};
+use super::model::{ProjectMeta, ProjectState, RequestEntry, RequestId, SmView};
 use super::values;
 use crate::body::Body;
 use crate::codec;
@@ -119,6 +119,7 @@ fn load_stored_requests(
             any_legacy = true;
             continue;
         }
+        let id = RequestId::from(id);
         p.request_versions.insert(entry.version, id.clone());
         p.requests.insert(id, entry);
     }
@@ -221,6 +222,7 @@ fn replay_records(
     }
     // Oldest first, so that a newer use of an id replaces an older one, as apply left them.
     for (id, entry) in newer_requests.into_iter().rev() {
+        let id = RequestId::from(id);
         p.request_versions.insert(entry.version, id.clone());
         p.requests.insert(id, entry);
     }

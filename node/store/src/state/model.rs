@@ -31,6 +31,11 @@ pub struct ProjectMeta {
     pub oldest_retained: u64,
 }
 
+/// A remembered request id. Shared, not owned: every apply copies the map nodes it changes
+/// (the published view keeps the old ones), and with random ids each commit changes another
+/// node of ~50 ids; cloning an `Arc` there costs no allocation, a `String` one each.
+pub type RequestId = Arc<str>;
+
 /// One project in memory. Cloning is O(1): every map is structurally shared.
 #[derive(Clone, Debug)]
 pub struct ProjectState {
@@ -38,9 +43,9 @@ pub struct ProjectState {
     pub entities: EntityMap,
     pub hashes: imbl::OrdMap<EntityKey, [u8; 32]>,
     /// request id -> what its commit returned, for the last `REQUEST_ID_WINDOW` versions.
-    pub requests: imbl::OrdMap<String, RequestEntry>,
+    pub requests: imbl::OrdMap<RequestId, RequestEntry>,
     /// version -> request id of that version's commit, to expire `requests` by version.
-    pub request_versions: imbl::OrdMap<u64, String>,
+    pub request_versions: imbl::OrdMap<u64, RequestId>,
     /// Entities whose latest upsert is in a retained record, with its version: their own key
     /// holds an older body or none (see `apply::compact_history`).
     pub body_in_record: imbl::OrdMap<EntityKey, u64>,

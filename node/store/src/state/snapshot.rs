@@ -12,7 +12,7 @@
 //! Install decodes every record once, so a corrupt one is refused before anything is written.
 
 use super::apply::entity_value;
-use super::model::{ProjectMeta, ProjectState, RequestEntry, SmView};
+use super::model::{ProjectMeta, ProjectState, RequestEntry, RequestId, SmView};
 use super::values::{self, SmWriter};
 use crate::body::Body;
 use crate::codec::{self, CodecError};
@@ -68,7 +68,7 @@ pub fn build(view: &SmView, tree: &sled::Tree) -> Result<Vec<u8>, SnapshotError>
         let requests = p
             .request_versions
             .iter()
-            .filter_map(|(v, id)| p.requests.get(id).map(|e| (*v, id.clone(), *e)))
+            .filter_map(|(v, id)| p.requests.get(id).map(|e| (*v, id.to_string(), *e)))
             .collect();
         let (oldest, history) = read_history(tree, &p.meta)?;
         let mut meta = p.meta;
@@ -190,8 +190,9 @@ fn install_project(
         )));
     }
     for (version, id, entry) in &ps.requests {
-        p.requests.insert(id.clone(), *entry);
-        p.request_versions.insert(*version, id.clone());
+        let shared = RequestId::from(id.as_str());
+        p.requests.insert(shared.clone(), *entry);
+        p.request_versions.insert(*version, shared);
         // Stored on its own only once its record is gone (see `apply::remember_request`).
         if entry.version < ps.meta.oldest_retained {
             writer.insert(keys::request(inc, id), codec::encode(entry)?);
