@@ -52,12 +52,13 @@
 //! its election timer off until it hears a leader, at most 1 s (see
 //! `campaign.rs`).
 //!
-//! `cache_mb` caps sled's page cache; a node's memory grows to about this much
-//! under sustained writes. sled splits it into 256 LRU shards, and one log leaf
-//! of group-commit entries can outgrow a shard of a small cache, evicting the
-//! history pages that compaction reads next: at 128 MiB a 64-committer load
-//! read ~20 MB/s back from disk and lost ~6% of its throughput. Keep it at
-//! least 512 MiB under heavy write loads; 64 MiB suffices for a quiet cluster.
+//! `cache_mb` caps sled's page cache: under sustained writes a node's memory
+//! grows by up to about this much besides its own state. sled splits the cache
+//! into 256 LRU shards, and one log leaf of group-commit entries can outgrow a
+//! shard of a small cache, evicting the history pages that compaction reads
+//! next: at 128 MiB, 64 committers made each node read ~20 MB/s back from disk
+//! and cost ~6% of the throughput. A cluster with few writes can do with less
+//! (at least 16 MiB).
 //!
 //! Every table refuses unknown keys, so a typo is an error, not a silent default.
 
