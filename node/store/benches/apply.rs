@@ -5,26 +5,16 @@
 //! `cargo bench -p flagraft-store --bench apply`
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
-use flagraft_client::entity::{Entity, EntityKey, EntityKind};
+use flagraft_client::entity::Entity;
 use flagraft_store::{
     open, Command, CommitCommand, Identity, LogStore, StateMachineStore, StoreConfig, TypeConfig,
 };
 use openraft::storage::RaftStateMachine;
 use openraft::{Entry, EntryPayload};
 
-fn body(i: u64) -> serde_json::Value {
-    // ~2 KiB of rules.
-    let rules: Vec<serde_json::Value> = (0..16)
-        .map(|r| {
-            serde_json::json!({
-                "name": format!("rule-{r}"), "passPercentage": 50, "id": format!("{i}-{r}"),
-                "conditions": [{"type": "user_field", "field": "country", "operator": "any",
-                                "targetValue": ["US", "CA", "GB", "DE"]}],
-            })
-        })
-        .collect();
-    serde_json::json!({"name": format!("gate-{i}"), "enabled": true, "rules": rules, "rev": i})
-}
+#[path = "../examples/common/gate.rs"]
+mod gate;
+use gate::gate;
 
 fn commit(upserts: Vec<Entity>) -> Command {
     Command::Commit(CommitCommand {
@@ -37,13 +27,6 @@ fn commit(upserts: Vec<Entity>) -> Command {
         request_id: None,
         proposed_time_ms: 0,
     })
-}
-
-fn gate(i: u64, rev: u64) -> Entity {
-    Entity {
-        key: EntityKey::new(EntityKind::Gate, format!("gate-{i}")),
-        body: body(rev),
-    }
 }
 
 struct Setup {

@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+// Shared with `benches/apply.rs`, which includes the file by path.
+mod gate;
+#[allow(unused_imports)] // not every example commits gates
+pub use gate::gate;
+
 /// User + system CPU time of this process so far (`/proc/self/stat`, 10 ms ticks).
 pub fn process_cpu() -> Duration {
     let s = std::fs::read_to_string("/proc/self/stat").unwrap();
@@ -21,27 +26,6 @@ pub fn written_bytes() -> u64 {
         .trim()
         .parse()
         .unwrap()
-}
-
-/// Gate `gate-<i>` with a ~2.4 KiB body (16 rules) marked with `rev`.
-#[allow(dead_code)] // not every example commits gates
-pub fn gate(i: u64, rev: u64) -> flagraft_client::entity::Entity {
-    let rules: Vec<serde_json::Value> = (0..16)
-        .map(|r| {
-            serde_json::json!({
-                "name": format!("rule-{r}"), "passPercentage": 50, "id": format!("{rev}-{r}"),
-                "conditions": [{"type": "user_field", "field": "country", "operator": "any",
-                                "targetValue": ["US", "CA", "GB", "DE"]}],
-            })
-        })
-        .collect();
-    flagraft_client::entity::Entity {
-        key: flagraft_client::entity::EntityKey::new(
-            flagraft_client::entity::EntityKind::Gate,
-            format!("gate-{i}"),
-        ),
-        body: serde_json::json!({"name": format!("gate-{rev}"), "enabled": true, "rules": rules, "rev": rev}),
-    }
 }
 
 /// The example's arguments, as numbers.
