@@ -56,11 +56,31 @@ pub struct Fleet {
     version_of: Vec<AtomicU64>,
     /// Per version: subscribers that reached it.
     reached: Vec<AtomicU32>,
+    /// Per version and node (`version * endpoints.len() + the node's position`): when the
+    /// first and the last of that node's subscribers reached the version.
+    spans: Vec<Span>,
+    /// The origin of the times in `spans`.
+    epoch: Instant,
     done_tx: mpsc::UnboundedSender<(u64, Instant)>,
     pub violations: AtomicU64,
     pub reconnects: AtomicU64,
     pub snapshots: AtomicU64,
     initial: Semaphore,
+}
+
+/// When the first and the last of one node's subscribers reached one version, in ns since the
+/// fleet's epoch (`u64::MAX` and 0 until one has).
+struct Span {
+    first: AtomicU64,
+    last: AtomicU64,
+}
+
+/// When the first and the last subscriber of one node reached a version.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeSpan {
+    pub node: u64,
+    pub first: Instant,
+    pub last: Instant,
 }
 
 /// The driving side: subscriber threads and the "version reached by all" feed.
@@ -95,6 +115,12 @@ impl Fleet {
         tracked: usize,
     ) -> (Fleet, mpsc::UnboundedReceiver<(u64, Instant)>) {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let spans = (0..tracked * endpoints.len())
+            .map(|_| Span {
+                first: AtomicU64::new(u64::MAX),
+                last: AtomicU64::new(0),
+            })
+            .collect();
         let fleet = Fleet {
             total,
             key: key.into(),
@@ -104,6 +130,8 @@ impl Fleet {
             node_of: (0..total).map(|_| AtomicU64::new(0)).collect(),
             version_of: (0..total).map(|_| AtomicU64::new(0)).collect(),
             reached: (0..tracked).map(|_| AtomicU32::new(0)).collect(),
+            spans,
+            epoch: Instant::now(),
             done_tx,
             violations: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
@@ -180,14 +208,46 @@ impl Fleet {
         }
         self.version_of[i].store(to, Ordering::Relaxed);
         let now = Instant::now();
+        let node = self.node_of[i].load(Ordering::Relaxed);
+        let node_pos = self.endpoints.iter().position(|(id, _)| *id == node);
+        let at =
+            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
         for v in from + 1..=to {
             let Some(slot) = usize::try_from(v).ok().and_then(|v| self.reached.get(v)) else {
                 break;
             };
+            if let Some(span) = node_pos.and_then(|pos| self.span(v, pos)) {
+                span.first.fetch_min(at, Ordering::Relaxed);
+                span.last.fetch_max(at, Ordering::Relaxed);
+            }
             if slot.fetch_add(1, Ordering::AcqRel) as usize + 1 == self.total {
                 let _ = self.done_tx.send((v, now));
             }
         }
+    }
+
+    fn span(&self, version: u64, node_pos: usize) -> Option<&Span> {
+        let v = usize::try_from(version).ok()?;
+        self.spans
+            .get(v.checked_mul(self.endpoints.len())?.checked_add(node_pos)?)
+    }
+
+    /// Per node that has subscribers at `version`: when the first and the last of them got it.
+    pub fn node_spans(&self, version: u64) -> Vec<NodeSpan> {
+        self.endpoints
+            .iter()
+            .enumerate()
+            .filter_map(|(pos, (node, _))| {
+                let span = self.span(version, pos)?;
+                let first = span.first.load(Ordering::Relaxed);
+                let last = span.last.load(Ordering::Relaxed);
+                (first != u64::MAX).then(|| NodeSpan {
+                    node: *node,
+                    first: self.epoch + Duration::from_nanos(first),
+                    last: self.epoch + Duration::from_nanos(last),
+                })
+            })
+            .collect()
     }
 }
 
@@ -876,6 +936,30 @@ mod tests {
         assert_eq!(fleet.at_least(3), 2);
         assert!(done.try_recv().is_ok_and(|(v, _)| v == 3));
         assert!(done.try_recv().is_err(), "each version completes once");
+    }
+
+    #[test]
+    fn each_node_records_its_first_and_last_subscriber_per_version() {
+        let (fleet, _done) = Fleet::new(3, "k", vec![(1, 0), (2, 0)], 8);
+        fleet.node_of[0].store(1, Ordering::Relaxed);
+        fleet.node_of[1].store(1, Ordering::Relaxed);
+        fleet.node_of[2].store(2, Ordering::Relaxed);
+        fleet.advance(0, 0, 2);
+        fleet.advance(2, 0, 1);
+        fleet.advance(1, 0, 2);
+
+        let v1 = fleet.node_spans(1);
+        assert_eq!(v1.iter().map(|s| s.node).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(v1[0].first <= v1[0].last);
+        assert!(v1[1].first == v1[1].last, "one subscriber on node 2");
+        let v2 = fleet.node_spans(2);
+        assert_eq!(
+            v2.iter().map(|s| s.node).collect::<Vec<_>>(),
+            vec![1],
+            "node 2's subscriber has not reached version 2"
+        );
+        assert!(fleet.node_spans(3).is_empty());
+        assert!(fleet.node_spans(100).is_empty(), "beyond the tracked range");
     }
 
     #[test]

@@ -225,6 +225,10 @@ async fn measure(
 
     progress!("fan-out: {commits} commits, one at a time, through leader {leader}");
     let mut fanout = Samples::with_capacity(commits);
+    // Per node: ack -> its last subscriber has it. And ack -> the later follower's first
+    // subscriber has it (the commit has reached, and been applied on, both followers).
+    let mut node_last: BTreeMap<u64, Samples> = BTreeMap::new();
+    let mut followers_start = Samples::with_capacity(commits);
     let mut before_ack = 0usize;
     let nodes_cpu = cluster::cluster_cpu_time(c);
     let own_cpu = cluster::cpu_time(std::process::id())?;
@@ -249,13 +253,41 @@ async fn measure(
             before_ack += 1;
         }
         fanout.push(all.saturating_duration_since(acked));
+        let spans = fleet.fleet.node_spans(resp.version);
+        for span in &spans {
+            node_last
+                .entry(span.node)
+                .or_insert_with(|| Samples::with_capacity(commits))
+                .push(span.last.saturating_duration_since(acked));
+        }
+        if let Some(start) = spans
+            .iter()
+            .filter(|s| s.node != leader)
+            .map(|s| s.first)
+            .max()
+        {
+            followers_start.push(start.saturating_duration_since(acked));
+        }
         if print_samples {
             // One line per commit, to see when slow ones happen (e.g. periodic stalls).
+            let after_ack = |t: Instant| ms(t.saturating_duration_since(acked));
+            let per_node: Vec<String> = spans
+                .iter()
+                .map(|s| {
+                    format!(
+                        "node{} {:.1}..{:.1}",
+                        s.node,
+                        after_ack(s.first),
+                        after_ack(s.last)
+                    )
+                })
+                .collect();
             eprintln!(
-                "sample {i}: fan-out {:.1} ms, commit round trip {:.2} ms, at {:.3} s",
+                "sample {i}: fan-out {:.1} ms, commit round trip {:.2} ms, at {:.3} s; first..last subscriber per node (ms after the ack, 0 if before): {}",
                 ms(all.saturating_duration_since(acked)),
                 ms(rtt),
-                fanout_started.elapsed().as_secs_f64()
+                fanout_started.elapsed().as_secs_f64(),
+                per_node.join(", ")
             );
         }
     }
@@ -279,6 +311,37 @@ async fn measure(
         p(&mut fanout, 100.0),
         "ms",
     ));
+    rows.push(
+        Row::new(
+            &bench,
+            "ack -> both followers delivering p50",
+            p(&mut followers_start, 50.0),
+            "ms",
+        )
+        .note(format!(
+            "the later follower's first subscriber has it (commit index reached it, applied, first frame out); p99 {:.1} ms",
+            p(&mut followers_start, 99.0)
+        )),
+    );
+    for (node, last) in node_last.iter_mut() {
+        let role = if *node == leader {
+            "leader"
+        } else {
+            "follower"
+        };
+        rows.push(
+            Row::new(
+                &bench,
+                &format!("ack -> last subscriber of node {node} p50"),
+                p(last, 50.0),
+                "ms",
+            )
+            .note(format!(
+                "{role}; p99 {:.1} ms (the nodes share the 2 cores: they finish together when the fan-out is CPU-bound)",
+                p(last, 99.0)
+            )),
+        );
+    }
     let per_commit = |d: Duration| ms(d) / commits.max(1) as f64;
     let busy = |d: Duration| d.as_secs_f64() * 100.0 / fanout_elapsed.as_secs_f64().max(1e-9);
     rows.push(
