@@ -217,7 +217,10 @@ impl Fleet {
                 break;
             };
             if let Some(span) = node_pos.and_then(|pos| self.span(v, pos)) {
-                span.first.fetch_min(at, Ordering::Relaxed);
+                // Only the first subscriber writes `first` (a load, not a contended write).
+                if span.first.load(Ordering::Relaxed) > at {
+                    span.first.fetch_min(at, Ordering::Relaxed);
+                }
                 span.last.fetch_max(at, Ordering::Relaxed);
             }
             if slot.fetch_add(1, Ordering::AcqRel) as usize + 1 == self.total {

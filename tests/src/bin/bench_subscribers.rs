@@ -336,10 +336,7 @@ async fn measure(
                 p(last, 50.0),
                 "ms",
             )
-            .note(format!(
-                "{role}; p99 {:.1} ms (the nodes share the 2 cores: they finish together when the fan-out is CPU-bound)",
-                p(last, 99.0)
-            )),
+            .note(format!("{role}; p99 {:.1} ms", p(last, 99.0))),
         );
     }
     let per_commit = |d: Duration| ms(d) / commits.max(1) as f64;
