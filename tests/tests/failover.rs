@@ -208,3 +208,66 @@ async fn restarted_node_does_not_unseat_the_new_leader() {
         );
     }
 }
+
+/// A leader killed with -9 and back before its followers' election timeout does not resume
+/// leadership in its old term: openraft 0.9 would restore it as leader at once, and such a
+/// leader knows only the commit index it recovered (its applied state, or a lagging hint), so
+/// it answered linearizable reads from before its last acknowledged commits (chaos seed
+/// 146348810: version V-1 read for 0.5 s after V was acknowledged). The store now reopens its
+/// committed vote as uncommitted (`forget_own_leadership`), so a new term is elected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_back_before_an_election_does_not_resume_its_term() {
+    // Election timeouts far longer than a kill and restart, so the followers are still
+    // following the old leader's term when it comes back.
+    let options = ClusterOptions {
+        heartbeat_ms: 100,
+        election_timeout_min_ms: 4000,
+        election_timeout_max_ms: 5000,
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::start(options.clone());
+    let ids = cluster.ids();
+    let leader = cluster.wait_for_leader(&ids, T).await.unwrap();
+    let term = cluster.status(leader).await.unwrap().term;
+    let mut last = None;
+    for i in 0..10 {
+        let c = gate_commit("default", &format!("acked{i}"), &format!("a{i}"));
+        last = Some(cluster.commit_retry(&[leader], i, c, T).await.unwrap());
+    }
+    let last = last.unwrap();
+
+    let killed_at = Instant::now();
+    cluster.kill9(leader);
+    cluster.spawn(leader);
+    let new_leader = cluster
+        .wait_for_leader(&ids, election_bound(&options) + T)
+        .await
+        .unwrap();
+    let status = cluster.status(new_leader).await.unwrap();
+    let restart_took = killed_at.elapsed();
+    assert!(
+        status.term > term,
+        "node {leader} was leader in term {term} and came back after {restart_took:?}: \
+         leader now node {new_leader} in term {}; a new term must have been elected",
+        status.term
+    );
+    // Every node answers a linearizable read with all acknowledged commits.
+    for &id in &ids {
+        let read = cluster
+            .admin(id)
+            .get_ruleset(pb::GetRulesetRequest {
+                project: "default".into(),
+                consistency: pb::ReadConsistency::Linearizable as i32,
+                ..Default::default()
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .unwrap();
+        assert!(
+            read.version >= last.version,
+            "node {id}: linearizable read at version {} after version {} was acknowledged",
+            read.version,
+            last.version
+        );
+    }
+}
