@@ -377,7 +377,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     /// Not flushed by itself: it rides on the next append's flush. A stale value only says less
     /// is committed than really is: harmless for a follower, which learns the rest from its
-    /// leader, and a restarted leader does not resume its term (see [`forget_own_leadership`]).
+    /// leader, and a restarted leader does not resume its term (see `forget_own_leadership`).
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let index = committed.map_or(0, |c| c.index);
         let saved = self.inner.saved_committed.load(Ordering::Relaxed);
