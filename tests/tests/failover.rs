@@ -209,16 +209,17 @@ async fn restarted_node_does_not_unseat_the_new_leader() {
     }
 }
 
-/// A leader killed with -9 and back before its followers' election timeout does not resume
-/// leadership in its old term: openraft 0.9 would restore it as leader at once, and such a
-/// leader knows only the commit index it recovered (its applied state, or a lagging hint), so
-/// it answered linearizable reads from before its last acknowledged commits (chaos seed
-/// 146348810: version V-1 read for 0.5 s after V was acknowledged). The store now reopens its
-/// committed vote as uncommitted (`forget_own_leadership`), so a new term is elected.
+/// A leader killed with -9 and back before its followers' election timeout: openraft 0.9
+/// restores it as leader of its old term at once, knowing only the commit index it recovered
+/// (its applied state, or the lagging `save_committed` hint). Chaos seed 146348810 caught it
+/// answering linearizable reads at version V-1 for 0.5 s after V was acknowledged. Every
+/// linearizable read must include every acknowledged commit
+/// (`NodeState::linearizable_barrier`). Whether a read lands in the restored leader's window
+/// before it re-learns the commit index depends on timing; the test checks every read it gets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_back_before_an_election_does_not_resume_its_term() {
-    // Election timeouts far longer than a kill and restart, so the followers are still
-    // following the old leader's term when it comes back.
+async fn a_leader_back_before_an_election_serves_no_stale_linearizable_read() {
+    // Election timeouts far longer than a kill and restart, so the followers still follow the
+    // old leader's term when it comes back, and it resumes it.
     let options = ClusterOptions {
         heartbeat_ms: 100,
         election_timeout_min_ms: 4000,
@@ -235,39 +236,45 @@ async fn a_leader_back_before_an_election_does_not_resume_its_term() {
         last = Some(cluster.commit_retry(&[leader], i, c, T).await.unwrap());
     }
     let last = last.unwrap();
-
-    let killed_at = Instant::now();
+    // At once: the last commit's apply is then most likely not yet flushed by the leader.
     cluster.kill9(leader);
     cluster.spawn(leader);
-    let new_leader = cluster
-        .wait_for_leader(&ids, election_bound(&options) + T)
-        .await
-        .unwrap();
-    let status = cluster.status(new_leader).await.unwrap();
-    let restart_took = killed_at.elapsed();
-    assert!(
-        status.term > term,
-        "node {leader} was leader in term {term} and came back after {restart_took:?}: \
-         leader now node {new_leader} in term {}; a new term must have been elected",
-        status.term
-    );
-    // Every node answers a linearizable read with all acknowledged commits.
-    for &id in &ids {
+
+    let deadline = Instant::now() + election_bound(&options) + T;
+    let mut fresh_reads = 0;
+    while fresh_reads < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "{fresh_reads} linearizable reads answered before the deadline"
+        );
         let read = cluster
-            .admin(id)
+            .admin(leader)
             .get_ruleset(pb::GetRulesetRequest {
                 project: "default".into(),
                 consistency: pb::ReadConsistency::Linearizable as i32,
                 ..Default::default()
             })
-            .await
-            .map(tonic::Response::into_inner)
-            .unwrap();
-        assert!(
-            read.version >= last.version,
-            "node {id}: linearizable read at version {} after version {} was acknowledged",
-            read.version,
-            last.version
-        );
+            .await;
+        match read {
+            Ok(r) => {
+                let r = r.into_inner();
+                assert!(
+                    r.version >= last.version,
+                    "linearizable read at version {} after version {} was acknowledged",
+                    r.version,
+                    last.version
+                );
+                fresh_reads += 1;
+            }
+            // The node is starting, or waiting to apply: a bounded retry.
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
     }
+    // It did resume its term (the case the barrier is for), unless a slow restart let the
+    // followers elect another leader first.
+    let status = cluster.status(leader).await.unwrap();
+    eprintln!(
+        "node {leader}: leader in term {term} before the kill; now {} in term {}",
+        status.role, status.term
+    );
 }

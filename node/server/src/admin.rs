@@ -3,8 +3,8 @@
 //! Every call is authenticated first (`auth::AdminInterceptor`). Writes run on
 //! the leader: a follower forwards them with the caller's credentials (see
 //! `forward`). Reads run locally, after waiting for `min_version` when given;
-//! linearizable reads confirm leadership with a quorum first
-//! (`Raft::ensure_linearizable`).
+//! linearizable reads confirm leadership with a quorum first and wait until the
+//! leader has applied everything committed (`NodeState::linearizable_barrier`).
 //!
 //! Submodules: `write` (commit and rollback: validation, pinning, retries),
 //! `read` (rulesets, entities, history, diff), `keys` (projects and API
@@ -290,13 +290,7 @@ impl Admin for AdminService {
                         .get_ruleset(self.node.forwarder.relay(&meta, req))
                         .await
                 }
-                Route::Local => {
-                    self.node
-                        .raft
-                        .ensure_linearizable()
-                        .await
-                        .map_err(|e| Status::unavailable(format!("linearizable read: {e}")))?;
-                }
+                Route::Local => self.node.linearizable_barrier().await?,
             }
         }
         self.get_ruleset_here(req).await.map(Response::new)

@@ -106,10 +106,18 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         .await
         .map_err(|e| anyhow!("raft did not start: {e}"))?;
 
+    let started_at = {
+        let m = raft.metrics().borrow().clone();
+        crate::state::LogEnd {
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+        }
+    };
     let state: Shared = Arc::new(NodeState {
         id: config.node_id,
         cluster: config.cluster.clone(),
         raft: raft.clone(),
+        started_at,
         sm,
         forwarder: Forwarder::new(Duration::from_millis(config.raft.rpc_timeout_ms)),
         metrics: NodeMetrics::default(),

@@ -88,9 +88,7 @@
 //!
 //! - Log: `append` writes entries to sled, then a flusher task runs `flush_async` and only after
 //!   it returns calls openraft's callback (one flush serves every append written before it).
-//!   `save_vote` and `truncate` flush before returning. Opening the store turns this node's own
-//!   committed vote (it was leader) into the same vote, uncommitted, so a restarted leader does
-//!   not resume leadership without an election (see `log_store::forget_own_leadership`). `purge` writes its marker and removals in
+//!   `save_vote` and `truncate` flush before returning. `purge` writes its marker and removals in
 //!   one atomic batch. The newest entries are also kept decoded in memory (`log_cache.rs`) for
 //!   replication and apply; the cache is filled only after sled has an entry and cut before a
 //!   truncation, so it never holds what sled does not.
@@ -197,9 +195,6 @@ pub async fn open(
         Err(_) => return Err(open_err("sled panicked while recovering it".to_string())),
     };
     check_identity(&db, dir, identity).await?;
-    log_store::forget_own_leadership(&db, identity.node_id)
-        .await
-        .map_err(|e| open_err(format!("saved vote: {e}")))?;
     let (max_read_bytes, max_read_entries) =
         (config.max_log_read_bytes, config.max_log_read_entries);
     let purges = log_store::Purges::new(&db)?;

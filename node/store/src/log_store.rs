@@ -9,7 +9,6 @@
 #![allow(clippy::result_large_err)]
 
 use crate::codec;
-use crate::error::StoreError;
 use crate::keys;
 use crate::log_cache::LogCache;
 use crate::types::{LogId, StorageError, TypeConfig};
@@ -98,47 +97,6 @@ impl Purges {
             .map_err(|e| StorageIOError::write_logs(&e))?;
         Ok(())
     }
-}
-
-/// Called when the store opens, before openraft reads the vote: if the saved vote is this node's
-/// own committed vote (it was leader when it stopped), saves it as the same vote, uncommitted.
-///
-/// Why: openraft 0.9 restores a node whose saved vote is its own committed vote as leader at
-/// once, with no election. Such a leader answers linearizable reads at
-/// `max(first entry of its term, committed)`, and after a crash its committed index is only what
-/// it recovered: the `save_committed` hint (written every [`SAVE_COMMITTED_EVERY`] entries) or
-/// its applied state, which can lag what it had committed and acknowledged before the crash. If
-/// the followers still followed it (it came back within their election timeout), it confirmed
-/// its leadership with them and served reads from that older state: a linearizable read
-/// returned version V-1 after V had been acknowledged (chaos seed 146348810, leader killed and
-/// back 457 ms later, stale reads for 0.5 s).
-///
-/// The uncommitted vote keeps the term and the candidate, so the node can never vote twice in
-/// that term; it only no longer claims to have won it. The node starts as a follower, and a
-/// leader is elected in a later term, whose first entry every linearizable read then waits for.
-pub(crate) async fn forget_own_leadership(
-    db: &sled::Db,
-    own_id: crate::NodeId,
-) -> Result<(), StoreError> {
-    let tree = db.open_tree(keys::LOG_TREE)?;
-    let Some(raw) = tree.get(keys::VOTE)? else {
-        return Ok(());
-    };
-    let vote: Vote64 = codec::decode(&raw).map_err(StoreError::from)?;
-    if !vote.is_committed() || vote.leader_id().voted_for() != Some(own_id) {
-        return Ok(());
-    }
-    let demoted = Vote::new(vote.leader_id().get_term(), own_id);
-    tree.insert(
-        keys::VOTE,
-        codec::encode(&demoted).map_err(StoreError::from)?,
-    )?;
-    db.flush_async().await?;
-    tracing::info!(
-        term = vote.leader_id().get_term(),
-        "this node was leader when it stopped; it starts as a follower and a new leader is elected"
-    );
-    Ok(())
 }
 
 /// The Raft log store; cheap to clone (the clone is also the log reader).
@@ -376,8 +334,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     /// Not flushed by itself: it rides on the next append's flush. A stale value only says less
-    /// is committed than really is: harmless for a follower, which learns the rest from its
-    /// leader, and a restarted leader does not resume its term (see `forget_own_leadership`).
+    /// is committed than really is: a follower learns the rest from its leader, and a leader
+    /// openraft restores at startup waits for the log it restarted with before it answers a
+    /// linearizable read (`NodeState::linearizable_barrier` in flagraft-node).
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let index = committed.map_or(0, |c| c.index);
         let saved = self.inner.saved_committed.load(Ordering::Relaxed);

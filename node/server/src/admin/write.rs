@@ -40,12 +40,7 @@ impl AdminService {
     /// Waits until this node is confirmed leader and has applied everything
     /// committed so far: local state read after this is not from the past.
     async fn confirm_leadership(&self) -> Result<(), Status> {
-        self.node
-            .raft
-            .ensure_linearizable()
-            .await
-            .map(|_| ())
-            .map_err(|e| Status::unavailable(format!("confirming leadership: {e}")))
+        self.node.linearizable_barrier().await
     }
 
     /// The answer for a retried request id, if this node remembers it.

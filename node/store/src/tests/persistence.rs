@@ -87,27 +87,6 @@ async fn reopen_after_drop_keeps_state_history_log_and_vote() {
 }
 
 #[tokio::test]
-async fn a_node_that_was_leader_reopens_with_its_vote_but_not_its_leadership() {
-    // The harness is node 1. Its own committed vote (it was leader) comes back uncommitted:
-    // same term, same candidate, so it cannot vote again in that term, but openraft does not
-    // restore it as leader without an election (see `forget_own_leadership`).
-    let mut h = Harness::new().await;
-    h.log.save_vote(&Vote::new_committed(7, 1)).await.unwrap();
-    let mut h = h.reopen(StoreConfig::default()).await;
-    let vote = h.log.read_vote().await.unwrap().unwrap();
-    assert_eq!(vote, Vote::new(7, 1));
-    assert!(!vote.is_committed());
-
-    // Any other vote is kept as it was saved: an uncommitted one for itself, and one for
-    // another node's leadership (committed or not).
-    for saved in [Vote::new(8, 1), Vote::new_committed(9, 2), Vote::new(10, 3)] {
-        h.log.save_vote(&saved).await.unwrap();
-        h = h.reopen(StoreConfig::default()).await;
-        assert_eq!(h.log.read_vote().await.unwrap(), Some(saved));
-    }
-}
-
-#[tokio::test]
 async fn a_dir_of_another_node_or_cluster_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
