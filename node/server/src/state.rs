@@ -60,8 +60,8 @@ impl NodeState {
     /// after kill -9 such a leader knows only the commit index it recovered, which can lag the
     /// commits it acknowledged before the crash, and the first entry of its term is older still.
     /// Chaos seed 146348810 read version V-1 for 0.5 s after V was acknowledged: the leader was
-    /// back 457 ms after the kill, its followers still followed it and confirmed it, but
-    /// replication to them was backing off. Every acknowledged entry is in the log the node
+    /// back 457 ms after the kill, its followers still followed it and confirmed it, and it took
+    /// 0.5 s to relearn the commit index from them. Every acknowledged entry is in the log the node
     /// restarted with, so in that term it also waits until it has applied all of that log.
     pub async fn linearizable_barrier(&self) -> Result<(), tonic::Status> {
         self.raft
