@@ -34,6 +34,16 @@ pub fn gate_json(salt: &str) -> String {
     fixtures::gate_body(salt, serde_json::json!([])).to_string()
 }
 
+/// A linearizable read of `project`'s ruleset: answered by a confirmed leader, with every commit
+/// acknowledged before it.
+pub fn linearizable_read(project: &str) -> pb::GetRulesetRequest {
+    pb::GetRulesetRequest {
+        project: project.into(),
+        consistency: pb::ReadConsistency::Linearizable as i32,
+        ..Default::default()
+    }
+}
+
 /// A commit of one gate named `name`, tagged with `request_id`.
 pub fn gate_commit(project: &str, name: &str, request_id: &str) -> pb::CommitRequest {
     pb::CommitRequest {

@@ -76,11 +76,7 @@ async fn commit_converges_on_every_node() {
     for &id in &ids {
         let r = cluster
             .admin(id)
-            .get_ruleset(pb::GetRulesetRequest {
-                project: "default".into(),
-                consistency: pb::ReadConsistency::Linearizable as i32,
-                ..Default::default()
-            })
+            .get_ruleset(flagraft_cluster_tests::linearizable_read("default"))
             .await
             .unwrap()
             .into_inner();

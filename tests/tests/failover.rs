@@ -2,7 +2,7 @@
 //! on; the killed node restarts, catches up (here by snapshot: the log it
 //! missed was compacted) and its digest matches.
 
-use flagraft_cluster_tests::{gate_commit, Cluster, ClusterOptions};
+use flagraft_cluster_tests::{gate_commit, linearizable_read, Cluster, ClusterOptions};
 use flagraft_proto::admin::v1 as pb;
 use std::time::{Duration, Instant};
 
@@ -249,11 +249,7 @@ async fn a_leader_back_before_an_election_serves_no_stale_linearizable_read() {
         );
         let read = cluster
             .admin(leader)
-            .get_ruleset(pb::GetRulesetRequest {
-                project: "default".into(),
-                consistency: pb::ReadConsistency::Linearizable as i32,
-                ..Default::default()
-            })
+            .get_ruleset(linearizable_read("default"))
             .await;
         match read {
             Ok(r) => {

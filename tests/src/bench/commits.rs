@@ -251,11 +251,8 @@ pub async fn load_entities(
 /// The number of entities in project `default` as node `client` sees it.
 pub async fn entity_count(client: &mut Admin) -> anyhow::Result<u64> {
     let mut r = tonic::Request::new(pb::GetRulesetRequest {
-        project: "default".into(),
-        min_version: None,
         dialect: pb::Dialect::V1 as i32,
-        consistency: pb::ReadConsistency::Linearizable as i32,
-        ..Default::default()
+        ..crate::linearizable_read("default")
     });
     r.set_timeout(Duration::from_secs(30));
     Ok(client

@@ -189,11 +189,7 @@ async fn linearizable_head(cluster: &ChaosCluster) -> Result<(u64, String), Stri
         .filter_map(|&id| cluster.admin(id).map(|admin| (id, admin)))
         .map(|(id, mut admin)| {
             Box::pin(async move {
-                let mut req = tonic::Request::new(pb::GetRulesetRequest {
-                    project: PROJECT.into(),
-                    consistency: pb::ReadConsistency::Linearizable as i32,
-                    ..Default::default()
-                });
+                let mut req = tonic::Request::new(crate::linearizable_read(PROJECT));
                 req.set_timeout(Duration::from_secs(2));
                 let r = tokio::time::timeout(Duration::from_secs(2), admin.get_ruleset(req)).await;
                 match r {

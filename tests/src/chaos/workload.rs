@@ -270,11 +270,7 @@ async fn read_op(c: &Clients, client: &str, rng: &mut StdRng) {
     let (node, mut admin) = c.pick(rng);
     let id = c.rec.next_op_id();
     let invoke_ns = c.rec.now_ns();
-    let mut request = tonic::Request::new(pb::GetRulesetRequest {
-        project: PROJECT.into(),
-        consistency: pb::ReadConsistency::Linearizable as i32,
-        ..Default::default()
-    });
+    let mut request = tonic::Request::new(crate::linearizable_read(PROJECT));
     request.set_timeout(c.opts.attempt_timeout);
     let answer = tokio::time::timeout(c.opts.attempt_timeout, admin.get_ruleset(request)).await;
     let complete_ns = c.rec.now_ns();
