@@ -216,9 +216,8 @@ pub fn rebuild(
         Some(e) => e,
         // Not read above when nothing changed after `version` (empty commits).
         None => sm
-            .version_record(project, version)
+            .version_digest(project, version)
             .map_err(|e| HistoryError::Store(e.to_string()))?
-            .map(|r| (r.digest, r.commit_time_ms))
             .ok_or_else(|| compacted("its record was compacted".into()))?,
     };
     // Entities changed after `version` but untouched by any retained record up

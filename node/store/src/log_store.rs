@@ -32,20 +32,47 @@ type Vote64 = Vote<crate::NodeId>;
 /// index while a snapshot is being received is held back and written by the install, after
 /// the installed state is flushed. Any other purge is written at once (openraft only purges
 /// what a snapshot covers, and applied entries are written to sled before the purge batch).
+///
+/// Entries that retained version records name (records stored as stubs, see
+/// `state::records`) stay in the tree after their purge, until the records are compacted: a
+/// purge removes only the entries below the state machine's pin. Readers never see them: reads
+/// start after the purge.
 pub(crate) struct Purges {
     tree: sled::Tree,
     /// Set when a snapshot transfer begins (`begin_receiving_snapshot`).
     receiving: AtomicBool,
     held: Mutex<Option<LogId>>,
+    /// The oldest entry a retained record names (`u64::MAX`: none). Set by the state machine
+    /// after each applied batch, so a purge that reads it comes after the compactions behind it.
+    pin: AtomicU64,
+    /// One past the index of the last written purge (0: none).
+    purged_end: AtomicU64,
 }
 
 impl Purges {
-    pub(crate) fn new(db: &sled::Db) -> Result<Arc<Self>, sled::Error> {
+    pub(crate) fn new(db: &sled::Db) -> Result<Arc<Self>, crate::StoreError> {
+        let tree = db.open_tree(keys::LOG_TREE)?;
+        let purged: Option<LogId> = match tree.get(keys::PURGED)? {
+            Some(raw) => codec::decode(&raw)?,
+            None => None,
+        };
         Ok(Arc::new(Purges {
-            tree: db.open_tree(keys::LOG_TREE)?,
+            tree,
             receiving: AtomicBool::new(false),
             held: Mutex::new(None),
+            pin: AtomicU64::new(u64::MAX),
+            purged_end: AtomicU64::new(purged.map_or(0, |l| l.index.saturating_add(1))),
         }))
+    }
+
+    pub(crate) fn set_pin(&self, oldest_named: Option<u64>) {
+        self.pin
+            .store(oldest_named.unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+
+    /// The first index a read may return.
+    fn readable_from(&self) -> u64 {
+        self.purged_end.load(Ordering::SeqCst)
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, Option<LogId>> {
@@ -80,22 +107,41 @@ impl Purges {
     }
 
     /// Marker and deletion in one atomic batch. Not flushed: if lost in a crash, the entries
-    /// reappear below the state machine, which is harmless.
+    /// reappear below the state machine, which is harmless. Entries from the pin on stay (see
+    /// above); a later purge removes them once the pin has moved past them.
     fn write(&self, log_id: LogId) -> Result<(), StorageError> {
         let mut batch = sled::Batch::default();
         let marker = codec::encode(&Some(log_id)).map_err(|e| StorageIOError::write_logs(&e))?;
         batch.insert(keys::PURGED, marker);
-        for item in self
-            .tree
-            .range(keys::log_entry(0)..=keys::log_entry(log_id.index))
-            .keys()
-        {
-            batch.remove(item.map_err(|e| StorageIOError::write_logs(&e))?);
+        let pin = self.pin.load(Ordering::SeqCst);
+        if let Some(below_pin) = pin.checked_sub(1) {
+            let end = log_id.index.min(below_pin);
+            for item in self
+                .tree
+                .range(keys::log_entry(0)..=keys::log_entry(end))
+                .keys()
+            {
+                batch.remove(item.map_err(|e| StorageIOError::write_logs(&e))?);
+            }
         }
         self.tree
             .apply_batch(batch)
             .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.purged_end
+            .fetch_max(log_id.index.saturating_add(1), Ordering::SeqCst);
         Ok(())
+    }
+}
+
+fn read_purged(tree: &sled::Tree) -> Result<Option<LogId>, StorageError> {
+    match tree
+        .get(keys::PURGED)
+        .map_err(|e| StorageIOError::read_logs(&e))?
+    {
+        Some(raw) => {
+            Ok(codec::decode::<Option<LogId>>(&raw).map_err(|e| StorageIOError::read_logs(&e))?)
+        }
+        None => Ok(None),
     }
 }
 
@@ -132,6 +178,31 @@ const CACHE_ENTRIES: usize = 4096;
 const CACHE_BYTES: usize = 64 << 20;
 
 impl LogStore {
+    /// Writes an entry as `append` does, without the flush callback (which only openraft can
+    /// make): for tests that drive the state machine the way openraft does, log first.
+    #[cfg(test)]
+    pub(crate) fn write_for_tests(&self, entry: &Entry<TypeConfig>) {
+        let raw = codec::encode(entry).expect("encodable test entry");
+        self.inner
+            .tree
+            .insert(keys::log_entry(entry.log_id.index), raw)
+            .expect("sled write in a test");
+    }
+
+    /// Indexes of the entries sled holds, purged ones kept for record stubs included.
+    #[cfg(test)]
+    pub(crate) fn stored_indexes_for_tests(&self) -> Vec<u64> {
+        self.inner
+            .tree
+            .range(keys::log_entry(0)..=keys::log_entry(u64::MAX))
+            .keys()
+            .map(|k| {
+                let k = k.expect("sled read in a test");
+                u64::from_be_bytes(k[1..].try_into().expect("9-byte entry key"))
+            })
+            .collect()
+    }
+
     /// Must be called inside a tokio runtime: it spawns the flusher task.
     pub(crate) fn new(
         db: sled::Db,
@@ -176,7 +247,7 @@ impl LogStore {
     }
 
     fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.read_meta::<Option<LogId>>(keys::PURGED)?.flatten())
+        read_purged(&self.inner.tree)
     }
 
     fn read_range(
@@ -185,6 +256,14 @@ impl LogStore {
         end: Bound<u64>,
         limited: bool,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        // Entries kept after their purge for record stubs are not part of the log.
+        let readable_from = self.inner.purges.readable_from();
+        let start = match start {
+            Bound::Included(i) if i >= readable_from => Bound::Included(i),
+            Bound::Excluded(i) if i >= readable_from => Bound::Excluded(i),
+            _ if readable_from == 0 => start,
+            _ => Bound::Included(readable_from),
+        };
         let start_index = match start {
             Bound::Included(i) => Some(i),
             Bound::Excluded(i) => i.checked_add(1),
@@ -303,7 +382,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some((_, raw)) => {
                 let entry: Entry<TypeConfig> =
                     codec::decode(&raw).map_err(|e| StorageIOError::read_logs(&e))?;
-                Some(entry.log_id)
+                // Only entries kept for record stubs are left: the log is empty.
+                Some(entry.log_id).max(last_purged_log_id)
             }
             None => last_purged_log_id,
         };

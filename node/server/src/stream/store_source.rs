@@ -118,9 +118,9 @@ impl StreamSource for StoreSource {
     fn digest_at(&self, project: &str, version: u64) -> Result<Option<RulesetDigest>, SourceError> {
         Ok(self
             .sm
-            .version_record(project, version)
+            .version_digest(project, version)
             .map_err(store_err)?
-            .map(|r| r.digest))
+            .map(|(digest, _)| digest))
     }
 
     fn changes(&self) -> StoreChanges {

@@ -2,7 +2,8 @@
 //! sled writes in the caller's batch. No clock, no randomness, no config that changes outcomes.
 
 use super::model::{ProjectMeta, ProjectState, RequestEntry, RequestId, SmView, DEFAULT_PROJECT};
-use super::values::{chunk_count_of_len, SmWriter};
+use super::records::{self, RecordStub};
+use super::values::SmWriter;
 use crate::body::Body;
 use crate::codec::{self, CodecError};
 use crate::keys;
@@ -31,10 +32,11 @@ pub fn apply_command(
     ctx: &mut ApplyCtx<'_, '_>,
 ) -> Result<CommandOutcome, CodecError> {
     match command {
-        Command::Commit(commit) => apply_commit(view, commit, ctx),
+        Command::Commit(commit) => apply_commit(view, commit, (log_index, 0), ctx),
         Command::CommitBatch(commits) => commits
             .into_iter()
-            .map(|commit| apply_commit(view, commit, ctx))
+            .zip(0u32..)
+            .map(|(commit, position)| apply_commit(view, commit, (log_index, position), ctx))
             .collect::<Result<Vec<_>, _>>()
             .map(CommandOutcome::Batch),
         Command::CreateProject { name, time_ms } => {
@@ -46,9 +48,11 @@ pub fn apply_command(
     }
 }
 
+/// `at`: the log index of the entry that holds `cmd`, and `cmd`'s place in it.
 fn apply_commit(
     view: &mut SmView,
     cmd: CommitCommand,
+    at: (u64, u32),
     ctx: &mut ApplyCtx<'_, '_>,
 ) -> Result<CommandOutcome, CodecError> {
     let Some(current) = view.projects.get(&cmd.project) else {
@@ -132,14 +136,21 @@ fn apply_commit(
         deletes: cmd.deletes,
         digest: p.meta.digest,
     };
-    // A new key: nothing to replace.
-    let raw_record = codec::encode(&record)?;
-    ctx.writer
-        .put_value_known(&keys::version(inc, version), &raw_record, 0)?;
-    let record_chunks = chunk_count_of_len(raw_record.len());
-    if record_chunks > 0 {
-        p.chunked_records.insert(version, record_chunks);
-    }
+    // The record's bodies stay in the log entry (see `records`): the stub names it. A new key,
+    // small: nothing to replace, no chunks.
+    let stub = RecordStub {
+        version,
+        commit_time_ms,
+        digest: p.meta.digest,
+        log_index: at.0,
+        position: at.1,
+    };
+    ctx.writer.put_value_known(
+        &keys::version(inc, version),
+        &records::encode_stub(&stub)?,
+        0,
+    )?;
+    p.stub_entries.insert(version, at.0);
 
     remember_request(p, &record, ctx)?;
     compact_history(p, version, ctx.history_limit, ctx.writer)?;
@@ -251,6 +262,7 @@ fn compact_history(
         }
         let chunks = p.chunked_records.remove(&old).unwrap_or(0);
         writer.remove_value_known(&keys::version(inc, old), chunks);
+        p.stub_entries.remove(&old);
         p.meta.oldest_retained += 1;
     }
     Ok(())

@@ -2,17 +2,19 @@
 
 use super::apply::parse_entity_value;
 use super::model::{ProjectMeta, ProjectState, RequestEntry, RequestId, SmView};
+use super::records::{self, Resolver, StoredRecord, Unresolved};
 use super::values;
 use crate::body::Body;
 use crate::codec;
 use crate::error::StoreError;
 use crate::keys;
-use crate::types::{LogId, NodeAddr, NodeId};
+use crate::types::{LogId, NodeAddr, NodeId, VersionRecord};
 use crate::REQUEST_ID_WINDOW;
 use flagraft_client::digest::RulesetDigest;
 use flagraft_client::entity::EntityKey;
 use openraft::StoredMembership;
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use std::sync::Arc;
 pub async fn load_or_init(
     db: &sled::Db,
     tree: &sled::Tree,
+    log: &sled::Tree,
     dir: &Path,
 ) -> Result<SmView, StoreError> {
     if tree.is_empty() {
@@ -31,7 +34,7 @@ pub async fn load_or_init(
         db.flush_async().await?;
         return Ok(view);
     }
-    let view = load(tree, dir)?;
+    let view = load(tree, log, dir)?;
     remove_legacy_request_index(tree)?;
     Ok(view)
 }
@@ -70,7 +73,7 @@ fn corrupt(dir: &Path, what: impl Into<String>) -> StoreError {
     }
 }
 
-pub fn load(tree: &sled::Tree, dir: &Path) -> Result<SmView, StoreError> {
+pub fn load(tree: &sled::Tree, log: &sled::Tree, dir: &Path) -> Result<SmView, StoreError> {
     let last_applied: Option<LogId> = match tree.get(keys::APPLIED)? {
         Some(raw) => codec::decode(&raw)?,
         None => None,
@@ -91,7 +94,7 @@ pub fn load(tree: &sled::Tree, dir: &Path) -> Result<SmView, StoreError> {
             .map_err(|_| corrupt(dir, "a project name is not UTF-8"))?
             .to_string();
         let meta: ProjectMeta = codec::decode(&raw)?;
-        let project = load_project(tree, meta, dir, &name)?;
+        let project = load_project(tree, log, meta, dir, &name)?;
         view.projects.insert(name, Arc::new(project));
     }
     Ok(view)
@@ -154,11 +157,75 @@ struct UpsertView<'a> {
     body: &'a str,
 }
 
+/// What the replay needs of a record, stored in full or as a stub.
+struct Replay<'a> {
+    version: u64,
+    commit_time_ms: u64,
+    request_id: Option<Cow<'a, str>>,
+    upserts: Vec<(EntityKey, ReplayBody<'a>)>,
+    deletes: Vec<EntityKey>,
+    digest: RulesetDigest,
+    /// The log entry a stub names.
+    log_index: Option<u64>,
+}
+
+enum ReplayBody<'a> {
+    /// Validated only if the replay takes it.
+    Text(&'a str),
+    Parsed(Body),
+}
+
+impl ReplayBody<'_> {
+    fn parse(self) -> Result<Body, codec::CodecError> {
+        match self {
+            ReplayBody::Text(text) => Body::from_canonical_bytes(text.as_bytes()),
+            ReplayBody::Parsed(body) => Ok(body),
+        }
+    }
+}
+
+impl<'a> From<RecordView<'a>> for Replay<'a> {
+    fn from(r: RecordView<'a>) -> Self {
+        Replay {
+            version: r.version,
+            commit_time_ms: r.commit_time_ms,
+            request_id: r.request_id.map(Cow::Borrowed),
+            upserts: r
+                .upserts
+                .into_iter()
+                .map(|u| (u.key, ReplayBody::Text(u.body)))
+                .collect(),
+            deletes: r.deletes,
+            digest: r.digest,
+            log_index: None,
+        }
+    }
+}
+
+impl From<(VersionRecord, u64)> for Replay<'static> {
+    fn from((r, log_index): (VersionRecord, u64)) -> Self {
+        Replay {
+            version: r.version,
+            commit_time_ms: r.commit_time_ms,
+            request_id: r.request_id.map(Cow::Owned),
+            upserts: r
+                .upserts
+                .into_iter()
+                .map(|u| (u.key, ReplayBody::Parsed(u.body)))
+                .collect(),
+            deletes: r.deletes,
+            digest: r.digest,
+            log_index: Some(log_index),
+        }
+    }
+}
+
 /// Replays the retained records over the entities loaded from their keys, newest first: an
 /// entity's newest touch decides it (older ones are skipped), and the newest use of a request
 /// id inside the window wins over older ones and over stored entries.
 fn replay_records(
     tree: &sled::Tree,
+    log: &sled::Tree,
     p: &mut ProjectState,
     dir: &Path,
     name: &str,
@@ -172,11 +239,31 @@ fn replay_records(
     let mut expected = p.meta.version;
     let range = keys::version(inc, p.meta.oldest_retained)..=keys::version(inc, p.meta.version);
     let mut newer_requests: Vec<(String, RequestEntry)> = Vec::new();
+    let mut resolver = Resolver::new(log);
     for item in tree.range(range).rev() {
         let (key, head) = item?;
         let raw = values::resolve(tree, &key, &head)?
             .ok_or_else(|| corrupt(dir, format!("project '{name}': a record chunk is missing")))?;
-        let record: RecordView<'_> = codec::decode_borrowed(&raw)?;
+        let record = match records::decode(&raw)? {
+            // A full record (from a snapshot or an earlier release): strings borrowed.
+            StoredRecord::Full(_) => Replay::from(codec::decode_borrowed::<RecordView<'_>>(&raw)?),
+            StoredRecord::Stub(stub) => match resolver.resolve(name, &stub) {
+                Ok(r) => Replay::from((r, stub.log_index)),
+                Err(Unresolved::EntryGone) => {
+                    return Err(corrupt(
+                        dir,
+                        format!(
+                            "project '{name}': version {} is in log entry {}, which is gone",
+                            stub.version, stub.log_index
+                        ),
+                    ))
+                }
+                Err(Unresolved::Corrupt(e)) => return Err(e.into()),
+            },
+        };
+        if let Some(index) = record.log_index {
+            p.stub_entries.insert(record.version, index);
+        }
         let version = record.version;
         if version != expected {
             return Err(corrupt(
@@ -186,15 +273,15 @@ fn replay_records(
         }
         expected = expected.saturating_sub(1);
         let mut latest = Vec::new();
-        for up in record.upserts {
-            if !decided.insert(up.key.clone()) {
+        for (key, body) in record.upserts {
+            if !decided.insert(key.clone()) {
                 continue;
             }
-            let body = Body::from_canonical_bytes(up.body.as_bytes())?;
-            p.hashes.insert(up.key.clone(), body.hash(&up.key));
-            p.entities.insert(up.key.clone(), body);
-            p.body_in_record.insert(up.key.clone(), version);
-            latest.push(up.key);
+            let body = body.parse()?;
+            p.hashes.insert(key.clone(), body.hash(&key));
+            p.entities.insert(key.clone(), body);
+            p.body_in_record.insert(key.clone(), version);
+            latest.push(key);
         }
         if !latest.is_empty() {
             p.upserted_at.insert(version, latest.into());
@@ -238,6 +325,7 @@ fn replay_records(
 /// entity's latest body.
 fn load_project(
     tree: &sled::Tree,
+    log: &sled::Tree,
     meta: ProjectMeta,
     dir: &Path,
     name: &str,
@@ -264,7 +352,7 @@ fn load_project(
     }
     load_stored_requests(tree, &mut p, dir, name)?;
 
-    replay_records(tree, &mut p, dir, name)?;
+    replay_records(tree, log, &mut p, dir, name)?;
     // Torn or tampered state shows up here: the stored digest is the running sum of the hashes.
     if p.digest_from_hashes() != p.meta.digest {
         return Err(corrupt(

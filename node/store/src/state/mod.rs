@@ -5,6 +5,7 @@ mod apply;
 mod dropper;
 mod load;
 pub(crate) mod model;
+mod records;
 mod snapshot;
 mod values;
 
@@ -44,6 +45,8 @@ struct Shared {
     dir: PathBuf,
     db: sled::Db,
     tree: sled::Tree,
+    /// The Raft log's tree: stubbed records' bodies are read from its entries.
+    log: sled::Tree,
     view: ArcSwap<SmView>,
     config: StoreConfig,
     changes: broadcast::Sender<Arc<AppliedChange>>,
@@ -75,7 +78,9 @@ impl StateMachineStore {
         purges: Arc<Purges>,
     ) -> Result<Self, StoreError> {
         let tree = db.open_tree(keys::SM_TREE)?;
-        let view = load::load_or_init(&db, &tree, dir).await?;
+        let log = db.open_tree(keys::LOG_TREE)?;
+        let view = load::load_or_init(&db, &tree, &log, dir).await?;
+        purges.set_pin(view.pinned_log_index());
         let capacity = config.broadcast_capacity.max(1);
         let (changes, _) = broadcast::channel(capacity);
         let dropper = Dropper::start(capacity.saturating_add(16));
@@ -85,6 +90,7 @@ impl StateMachineStore {
                 dir: dir.to_path_buf(),
                 db,
                 tree,
+                log,
                 view: ArcSwap::from_pointee(view),
                 config,
                 changes,
@@ -131,12 +137,45 @@ impl StateMachineStore {
         if version < p.meta.oldest_retained || version > p.meta.version {
             return Ok(None);
         }
-        match values::read_value(
-            &self.shared.tree,
-            &keys::version(p.meta.incarnation, version),
-        )? {
-            Some(raw) => Ok(Some(codec::decode(&raw)?)),
+        let key = keys::version(p.meta.incarnation, version);
+        let Some(raw) = values::read_value(&self.shared.tree, &key)? else {
+            return Ok(None);
+        };
+        match records::Resolver::new(&self.shared.log).read(project, &raw) {
+            Ok(record) => Ok(Some(record)),
+            Err(e) => self.unresolved(e, &key),
+        }
+    }
+
+    /// The digest and commit time of one version, if its record is still retained. Cheaper
+    /// than [`Self::version_record`]: reads no log entry.
+    pub fn version_digest(
+        &self,
+        project: &str,
+        version: u64,
+    ) -> Result<Option<(flagraft_client::digest::RulesetDigest, u64)>, StoreError> {
+        let Some(p) = self.project(project) else {
+            return Ok(None);
+        };
+        if version < p.meta.oldest_retained || version > p.meta.version {
+            return Ok(None);
+        }
+        let key = keys::version(p.meta.incarnation, version);
+        match values::read_value(&self.shared.tree, &key)? {
+            Some(raw) => Ok(Some(records::digest_and_time(&raw)?)),
             None => Ok(None),
+        }
+    }
+
+    /// A record that could not be read back: compacted meanwhile (`None`) or corrupt.
+    fn unresolved<T>(&self, e: records::Unresolved, key: &[u8]) -> Result<Option<T>, StoreError> {
+        match e {
+            records::Unresolved::EntryGone if !self.shared.tree.contains_key(key)? => Ok(None),
+            records::Unresolved::EntryGone => Err(codec::CodecError::Corrupt(format!(
+                "a retained record's log entry is gone (record key {key:?})"
+            ))
+            .into()),
+            records::Unresolved::Corrupt(e) => Err(e.into()),
         }
     }
 
@@ -156,6 +195,7 @@ impl StateMachineStore {
         }
         let inc = p.meta.incarnation;
         let mut out = Vec::new();
+        let mut resolver = records::Resolver::new(&self.shared.log);
         for item in self
             .shared
             .tree
@@ -167,7 +207,11 @@ impl StateMachineStore {
             let Some(raw) = values::resolve(&self.shared.tree, &key, &head)? else {
                 continue;
             };
-            out.push(codec::decode(&raw)?);
+            match resolver.read(project, &raw) {
+                Ok(record) => out.push(record),
+                // Compacted since its head was read, like the `None` above.
+                Err(e) => self.unresolved::<()>(e, &key).map(|_| ())?,
+            }
         }
         Ok(out)
     }
@@ -327,6 +371,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .tree
             .apply_batch(writer.into_batch())
             .map_err(|e| StorageIOError::apply(last, &e))?;
+        // After the batch: a purge that reads the new pin comes after the compactions behind it.
+        self.shared.purges.set_pin(view.pinned_log_index());
         self.publish(view, changes);
         Ok(outcomes)
     }
@@ -377,6 +423,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .await
             .map_err(|e| write_err(&e))?;
         let last_applied = view.last_applied;
+        self.shared.purges.set_pin(view.pinned_log_index());
         self.publish(
             view,
             vec![AppliedChange::SnapshotInstalled { last_applied }],
@@ -413,10 +460,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let write_err = |e: &dyn std::fmt::Display| {
             StorageIOError::write_snapshot(None, openraft::AnyError::error(e))
         };
-        let bytes = tokio::task::spawn_blocking(move || snapshot::build(&captured, &shared.tree))
-            .await
-            .map_err(|e| write_err(&e))?
-            .map_err(|e| write_err(&e))?;
+        let bytes = tokio::task::spawn_blocking(move || {
+            snapshot::build(&captured, &shared.tree, &shared.log)
+        })
+        .await
+        .map_err(|e| write_err(&e))?
+        .map_err(|e| write_err(&e))?;
         self.shared
             .db
             .flush_async()

@@ -55,6 +55,8 @@ pub struct ProjectState {
     /// Retained versions whose record is stored in chunks, with the chunk count (see
     /// `values`): compaction removes them without reading the head first.
     pub chunked_records: imbl::OrdMap<u64, u32>,
+    /// Log index of each retained record stored as a stub (see `records`), by version.
+    pub stub_entries: imbl::OrdMap<u64, u64>,
 }
 
 impl ProjectState {
@@ -68,6 +70,7 @@ impl ProjectState {
             body_in_record: imbl::OrdMap::new(),
             upserted_at: imbl::OrdMap::new(),
             chunked_records: imbl::OrdMap::new(),
+            stub_entries: imbl::OrdMap::new(),
         }
     }
 
@@ -98,6 +101,14 @@ pub struct SmView {
 }
 
 impl SmView {
+    /// The oldest log entry a retained record's stub names: the log must keep it.
+    pub fn pinned_log_index(&self) -> Option<u64> {
+        self.projects
+            .values()
+            .filter_map(|p| p.stub_entries.values().next().copied())
+            .min()
+    }
+
     pub fn fresh() -> Self {
         let mut view = SmView::default();
         view.projects.insert(

@@ -13,6 +13,7 @@
 
 use super::apply::entity_value;
 use super::model::{ProjectMeta, ProjectState, RequestEntry, RequestId, SmView};
+use super::records::{self, Resolver, StoredRecord, Unresolved};
 use super::values::{self, SmWriter};
 use crate::body::Body;
 use crate::codec::{self, CodecError};
@@ -42,7 +43,8 @@ pub struct ProjectSnapshot {
     /// Key and body (canonical JSON text), in key order.
     pub entities: Vec<(EntityKey, Body)>,
     pub requests: Vec<(u64, String, RequestEntry)>,
-    /// Each record encoded as sled holds it (`codec::encode` of a [`VersionRecord`]).
+    /// Each record in full (`codec::encode` of a [`VersionRecord`]): stubs are resolved from
+    /// the sender's log, which the receiver does not have.
     pub history: Vec<serde_bytes::ByteBuf>,
 }
 
@@ -57,7 +59,8 @@ pub enum SnapshotError {
 }
 
 /// Serialises `view`, reading retained history from `tree`.
-pub fn build(view: &SmView, tree: &sled::Tree) -> Result<Vec<u8>, SnapshotError> {
+/// Records stored as stubs are carried in full: the receiver's log need not hold their entries.
+pub fn build(view: &SmView, tree: &sled::Tree, log: &sled::Tree) -> Result<Vec<u8>, SnapshotError> {
     let mut projects = Vec::with_capacity(view.projects.len());
     for (name, p) in view.projects.iter() {
         let entities = p
@@ -70,7 +73,7 @@ pub fn build(view: &SmView, tree: &sled::Tree) -> Result<Vec<u8>, SnapshotError>
             .iter()
             .filter_map(|(v, id)| p.requests.get(id).map(|e| (*v, id.to_string(), *e)))
             .collect();
-        let (oldest, history) = read_history(tree, &p.meta)?;
+        let (oldest, history) = read_history(tree, log, name, &p.meta)?;
         let mut meta = p.meta;
         meta.oldest_retained = oldest;
         projects.push(ProjectSnapshot {
@@ -95,6 +98,8 @@ pub fn build(view: &SmView, tree: &sled::Tree) -> Result<Vec<u8>, SnapshotError>
 /// starts.
 fn read_history(
     tree: &sled::Tree,
+    log: &sled::Tree,
+    project: &str,
     meta: &ProjectMeta,
 ) -> Result<(u64, Vec<serde_bytes::ByteBuf>), SnapshotError> {
     if meta.oldest_retained > meta.version {
@@ -103,25 +108,36 @@ fn read_history(
     let range = keys::version(meta.incarnation, meta.oldest_retained)
         ..=keys::version(meta.incarnation, meta.version);
     let mut records = Vec::new();
+    let mut resolver = Resolver::new(log);
     for item in tree.range(range).rev() {
         let (key, head) = item?;
         let Some(raw) = values::resolve(tree, &key, &head)? else {
             break;
         };
         let expected = meta.version - records.len() as u64;
-        if record_version(&raw)? != expected {
+        if records::stored_version(&raw)? != expected {
             break;
         }
+        let raw = match records::decode(&raw)? {
+            StoredRecord::Full(_) => raw,
+            StoredRecord::Stub(stub) => match resolver.resolve(project, &stub) {
+                Ok(record) => codec::encode(&record)?,
+                // Compacted and purged since its head was read: the run ends here, as above.
+                Err(Unresolved::EntryGone) if !tree.contains_key(&key)? => break,
+                Err(Unresolved::EntryGone) => {
+                    return Err(CodecError::Corrupt(format!(
+                        "project '{project}': the log entry of retained version {expected} is gone"
+                    ))
+                    .into())
+                }
+                Err(Unresolved::Corrupt(e)) => return Err(e.into()),
+            },
+        };
         records.push(serde_bytes::ByteBuf::from(raw));
     }
     records.reverse();
     let oldest = meta.version + 1 - records.len() as u64;
     Ok((oldest, records))
-}
-
-/// The version of an encoded [`VersionRecord`]: its first field, decoded alone.
-fn record_version(raw: &[u8]) -> Result<u64, CodecError> {
-    codec::decode_prefix::<u64>(raw)
 }
 
 /// Decodes and checks a snapshot; returns the view and the sled batch that replaces the whole

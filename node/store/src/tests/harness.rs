@@ -65,6 +65,8 @@ impl Harness {
             payload: EntryPayload::Normal(command),
         };
         self.next_index += 1;
+        // As openraft does: an entry is in the log before it is applied.
+        self.log.write_for_tests(&entry);
         entry
     }
 

@@ -232,3 +232,85 @@ async fn a_purge_for_a_snapshot_being_installed_waits_for_the_install() {
         .unwrap();
     assert_eq!(c.log.try_get_log_entries(..).await.unwrap().len(), 1);
 }
+
+/// Records are stored as stubs naming their log entries (`state::records`): a purge keeps the
+/// entries that retained records name, reads never see them, a restart and a snapshot read the
+/// records through them, and the entries go once their records are compacted.
+#[tokio::test]
+async fn a_purge_keeps_the_entries_of_retained_records_until_they_are_compacted() {
+    use openraft::storage::{RaftLogReader, RaftLogStorage};
+    use openraft::testing::log_id;
+    let config = StoreConfig {
+        history_limit: 3,
+        ..StoreConfig::default()
+    };
+    let mut a = Harness::with_config(config.clone()).await;
+    // Entries 1..=5, versions 1..=5; versions 3..=5 retained, in entries 3..=5.
+    for i in 0..5 {
+        a.run(Command::Commit(commit(
+            "default",
+            vec![gate(&format!("g{i}"), json!({"i": i}))],
+            vec![],
+        )))
+        .await;
+    }
+    let history = a.sm.history("default", 0, usize::MAX).unwrap();
+    assert_eq!(
+        history.iter().map(|r| r.version).collect::<Vec<_>>(),
+        [3, 4, 5]
+    );
+    assert_eq!(history[0].upserts, vec![gate("g2", json!({"i": 2}))]);
+
+    a.log.purge(log_id(1, 1, 5)).await.unwrap();
+    assert_eq!(a.log.stored_indexes_for_tests(), [3, 4, 5]);
+    let state = a.log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 5)));
+    assert_eq!(state.last_log_id, Some(log_id(1, 1, 5)));
+    assert!(a.log.try_get_log_entries(..).await.unwrap().is_empty());
+    assert!(a.log.try_get_log_entries(2..6).await.unwrap().is_empty());
+    assert_eq!(a.sm.history("default", 0, usize::MAX).unwrap(), history);
+    assert_eq!(
+        a.sm.version_digest("default", 4).unwrap(),
+        Some((history[1].digest, history[1].commit_time_ms))
+    );
+    assert_eq!(a.sm.version_digest("default", 2).unwrap(), None);
+
+    // A restart loads the ruleset and history through the kept entries.
+    let ruleset = a.sm.ruleset("default").unwrap();
+    a.sm.flush().await.unwrap();
+    let mut a = a.reopen(config.clone()).await;
+    assert_eq!(a.sm.ruleset("default").unwrap().entities, ruleset.entities);
+    assert_eq!(a.sm.history("default", 0, usize::MAX).unwrap(), history);
+
+    // A snapshot carries the records in full: the receiver has none of these entries.
+    let snap = build(&mut a).await;
+    let mut b = Harness::with_config(config.clone()).await;
+    install(&mut b, snap).await;
+    assert_same_state(&a, &b);
+    assert!(b.log.stored_indexes_for_tests().is_empty());
+
+    // Versions 6..=8 (entries 6..=8) push 3..=5 out: the next purge removes their entries.
+    for i in 5..8 {
+        a.run(Command::Commit(commit(
+            "default",
+            vec![gate(&format!("g{i}"), json!({"i": i}))],
+            vec![],
+        )))
+        .await;
+    }
+    a.log.purge(log_id(1, 1, 7)).await.unwrap();
+    assert_eq!(a.log.stored_indexes_for_tests(), [6, 7, 8]);
+    let entries = a.log.try_get_log_entries(..).await.unwrap();
+    assert_eq!(
+        entries.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+        [8]
+    );
+    assert_eq!(
+        a.sm.history("default", 0, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|r| r.version)
+            .collect::<Vec<_>>(),
+        [6, 7, 8]
+    );
+}
