@@ -50,7 +50,10 @@
 //! entity writes its log entry and a stub of ~60 bytes (and no entity value or request entry).
 //! Stubs instead of full records: 4,587-4,646 → 5,032-5,196 commits/s with 64 committers, node
 //! CPU per commit 329-340 → 298-308 µs (`bench_commit --only throughput --entities 0`, three
-//! alternating pairs).
+//! alternating pairs); the state machine's sled writes per commit fell from 15.3-15.9 KB to
+//! 0.5-2.4 KB, the log's are 9.2-9.7 KB (`examples/write_volume.rs`, 32 commits of ~2.3 KB per
+//! entry). Open replays a full history of 10,000 versions in 224 ms (135 ms with full records):
+//! each group-commit entry is decoded once.
 //!
 //! # Semantics (see also the types)
 //!

@@ -178,17 +178,6 @@ const CACHE_ENTRIES: usize = 4096;
 const CACHE_BYTES: usize = 64 << 20;
 
 impl LogStore {
-    /// Writes an entry as `append` does, without the flush callback (which only openraft can
-    /// make): for tests that drive the state machine the way openraft does, log first.
-    #[cfg(test)]
-    pub(crate) fn write_for_tests(&self, entry: &Entry<TypeConfig>) {
-        let raw = codec::encode(entry).expect("encodable test entry");
-        self.inner
-            .tree
-            .insert(keys::log_entry(entry.log_id.index), raw)
-            .expect("sled write in a test");
-    }
-
     /// Indexes of the entries sled holds, purged ones kept for record stubs included.
     #[cfg(test)]
     pub(crate) fn stored_indexes_for_tests(&self) -> Vec<u64> {

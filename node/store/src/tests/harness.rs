@@ -6,7 +6,7 @@ use crate::{
 };
 use flagraft_client::digest::{entity_key_hash, RulesetDigest};
 use flagraft_client::entity::{EntityKey, EntityKind};
-use openraft::storage::RaftStateMachine;
+use openraft::storage::{RaftLogStorageExt, RaftStateMachine};
 use openraft::{Entry, EntryPayload};
 use std::path::Path;
 
@@ -65,13 +65,13 @@ impl Harness {
             payload: EntryPayload::Normal(command),
         };
         self.next_index += 1;
-        // As openraft does: an entry is in the log before it is applied.
-        self.log.write_for_tests(&entry);
         entry
     }
 
+    /// As openraft does: the entries are in the log (durably) before they are applied.
     pub async fn apply(&mut self, commands: Vec<Command>) -> Vec<CommandOutcome> {
         let entries: Vec<_> = commands.into_iter().map(|c| self.entry(c)).collect();
+        self.log.blocking_append(entries.clone()).await.unwrap();
         self.sm.apply(entries).await.unwrap()
     }
 
