@@ -50,14 +50,6 @@ pub fn decode_borrowed<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result
     Ok(value)
 }
 
-/// Decodes a `T` from the start of `bytes`, ignoring what follows (e.g. the first field of a
-/// struct, since bincode writes fields in order with no header).
-pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, _) =
-        bincode::serde::decode_from_slice(bytes, config().with_limit::<DECODE_LIMIT>())?;
-    Ok(value)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

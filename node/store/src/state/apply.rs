@@ -2,7 +2,7 @@
 //! sled writes in the caller's batch. No clock, no randomness, no config that changes outcomes.
 
 use super::model::{ProjectMeta, ProjectState, RequestEntry, RequestId, SmView, DEFAULT_PROJECT};
-use super::records::{self, RecordStub};
+use super::records::{self, GroupSpan, RecordStub};
 use super::values::SmWriter;
 use crate::body::Body;
 use crate::codec::{self, CodecError};
@@ -11,7 +11,7 @@ use crate::types::{AppliedChange, Command, CommandOutcome, CommitCommand, Versio
 use crate::REQUEST_ID_WINDOW;
 use flagraft_client::digest::RulesetDigest;
 use flagraft_client::entity::EntityKey;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Longest accepted project name, in bytes.
@@ -23,6 +23,9 @@ pub struct ApplyCtx<'a, 't> {
     pub changes: &'a mut Vec<AppliedChange>,
     /// Node-local: only decides which old records are dropped, never an outcome.
     pub history_limit: u64,
+    /// The record stubs this apply call has grouped so far, by project incarnation: a commit
+    /// joins its project's group (rewriting the value in the batch) while it has room.
+    pub open_groups: &'a mut HashMap<u64, Vec<RecordStub>>,
 }
 
 pub fn apply_command(
@@ -145,12 +148,27 @@ fn apply_commit(
         log_index: at.0,
         position: at.1,
     };
+    let group = ctx.open_groups.entry(inc).or_default();
+    let follows = group.last().and_then(|s| s.version.checked_add(1)) == Some(version);
+    if !follows || group.len() >= records::GROUP_MAX {
+        group.clear();
+    }
+    group.push(stub);
+    let first = group[0].version;
+    // Inline (GROUP_MAX stubs fit in a chunk), so no chunks to replace, also when the group's
+    // value was already written earlier in this batch.
     ctx.writer.put_value_known(
-        &keys::version(inc, version),
-        &records::encode_stub(&stub)?,
+        &keys::version(inc, first),
+        &records::encode_group(group)?,
         0,
     )?;
-    p.stub_entries.insert(version, at.0);
+    p.stub_groups.insert(
+        first,
+        GroupSpan {
+            last: version,
+            log_index: group[0].log_index,
+        },
+    );
 
     remember_request(p, &record, ctx)?;
     compact_history(p, version, ctx.history_limit, ctx.writer)?;
@@ -226,7 +244,8 @@ fn remember_request(
     Ok(())
 }
 
-/// Drops records so that at most `limit` (at least 1) versions ending at `version` remain.
+/// Drops records so that about `limit` (at least 1) versions ending at `version` remain: a group
+/// of stubs goes whole, once its last version is out.
 fn compact_history(
     p: &mut ProjectState,
     version: u64,
@@ -236,34 +255,41 @@ fn compact_history(
     let keep_from = version.saturating_sub(limit.max(1)) + 1;
     let inc = p.meta.incarnation;
     while p.meta.oldest_retained < keep_from {
-        let old = p.meta.oldest_retained;
-        // Entities whose latest body is in this record get it on their own key before the
-        // record goes (same atomic batch). Rare: only entities unchanged for `limit` versions.
-        for key in p
-            .upserted_at
-            .remove(&old)
-            .iter()
-            .flat_map(|keys| keys.iter())
-        {
-            if p.body_in_record.get(key) != Some(&old) {
-                continue; // upserted again or deleted since
-            }
-            p.body_in_record.remove(key);
-            let (Some(hash), Some(body)) = (p.hashes.get(key), p.entities.get(key)) else {
-                continue; // unreachable: the entity exists
-            };
-            writer.put_value(&keys::entity(inc, key), &entity_value(hash, body))?;
+        let first = p.meta.oldest_retained;
+        let last = p.stub_groups.get(&first).map_or(first, |g| g.last);
+        if last >= keep_from {
+            break;
         }
-        // A remembered request id outlives its record: its entry is stored on its own now.
-        if let Some(id) = p.request_versions.get(&old) {
-            if let Some(entry) = p.requests.get(id).filter(|e| e.version == old) {
-                writer.insert(keys::request(inc, id), codec::encode(entry)?);
+        for old in first..=last {
+            // Entities whose latest body is in this record get it on their own key before the
+            // record goes (same atomic batch). Rare: only entities unchanged for `limit`
+            // versions.
+            for key in p
+                .upserted_at
+                .remove(&old)
+                .iter()
+                .flat_map(|keys| keys.iter())
+            {
+                if p.body_in_record.get(key) != Some(&old) {
+                    continue; // upserted again or deleted since
+                }
+                p.body_in_record.remove(key);
+                let (Some(hash), Some(body)) = (p.hashes.get(key), p.entities.get(key)) else {
+                    continue; // unreachable: the entity exists
+                };
+                writer.put_value(&keys::entity(inc, key), &entity_value(hash, body))?;
+            }
+            // A remembered request id outlives its record: its entry is stored on its own now.
+            if let Some(id) = p.request_versions.get(&old) {
+                if let Some(entry) = p.requests.get(id).filter(|e| e.version == old) {
+                    writer.insert(keys::request(inc, id), codec::encode(entry)?);
+                }
             }
         }
-        let chunks = p.chunked_records.remove(&old).unwrap_or(0);
-        writer.remove_value_known(&keys::version(inc, old), chunks);
-        p.stub_entries.remove(&old);
-        p.meta.oldest_retained += 1;
+        let chunks = p.chunked_records.remove(&first).unwrap_or(0);
+        writer.remove_value_known(&keys::version(inc, first), chunks);
+        p.stub_groups.remove(&first);
+        p.meta.oldest_retained = last + 1;
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use super::apply::parse_entity_value;
 use super::model::{ProjectMeta, ProjectState, RequestEntry, RequestId, SmView};
-use super::records::{self, Resolver, StoredRecord, Unresolved};
+use super::records::{self, GroupSpan, Resolver, StoredRecord, Unresolved};
 use super::values;
 use crate::body::Body;
 use crate::codec;
@@ -165,8 +165,6 @@ struct Replay<'a> {
     upserts: Vec<(EntityKey, ReplayBody<'a>)>,
     deletes: Vec<EntityKey>,
     digest: RulesetDigest,
-    /// The log entry a stub names.
-    log_index: Option<u64>,
 }
 
 enum ReplayBody<'a> {
@@ -197,13 +195,12 @@ impl<'a> From<RecordView<'a>> for Replay<'a> {
                 .collect(),
             deletes: r.deletes,
             digest: r.digest,
-            log_index: None,
         }
     }
 }
 
-impl From<(VersionRecord, u64)> for Replay<'static> {
-    fn from((r, log_index): (VersionRecord, u64)) -> Self {
+impl From<VersionRecord> for Replay<'static> {
+    fn from(r: VersionRecord) -> Self {
         Replay {
             version: r.version,
             commit_time_ms: r.commit_time_ms,
@@ -215,7 +212,6 @@ impl From<(VersionRecord, u64)> for Replay<'static> {
                 .collect(),
             deletes: r.deletes,
             digest: r.digest,
-            log_index: Some(log_index),
         }
     }
 }
@@ -244,61 +240,73 @@ fn replay_records(
         let (key, head) = item?;
         let raw = values::resolve(tree, &key, &head)?
             .ok_or_else(|| corrupt(dir, format!("project '{name}': a record chunk is missing")))?;
-        let record = match records::decode(&raw)? {
+        let replays: Vec<Replay<'_>> = match records::decode(&raw)? {
             // A full record (from a snapshot or an earlier release): strings borrowed.
-            StoredRecord::Full(_) => Replay::from(codec::decode_borrowed::<RecordView<'_>>(&raw)?),
-            StoredRecord::Stub(stub) => match resolver.resolve(name, &stub) {
-                Ok(r) => Replay::from((r, stub.log_index)),
-                Err(Unresolved::EntryGone) => {
-                    return Err(corrupt(
-                        dir,
-                        format!(
-                            "project '{name}': version {} is in log entry {}, which is gone",
-                            stub.version, stub.log_index
-                        ),
-                    ))
+            StoredRecord::Full(_) => vec![Replay::from(codec::decode_borrowed::<RecordView<'_>>(
+                &raw,
+            )?)],
+            StoredRecord::Group(stubs) => {
+                if let (Some(first), Some(last)) = (stubs.first(), stubs.last()) {
+                    let span = GroupSpan {
+                        last: last.version,
+                        log_index: first.log_index,
+                    };
+                    p.stub_groups.insert(first.version, span);
                 }
-                Err(Unresolved::Corrupt(e)) => return Err(e.into()),
-            },
+                let mut replays = Vec::with_capacity(stubs.len());
+                for stub in stubs.iter().rev() {
+                    match resolver.resolve(name, stub) {
+                        Ok(r) => replays.push(Replay::from(r)),
+                        Err(Unresolved::EntryGone) => {
+                            let what = format!(
+                                "project '{name}': version {} is in log entry {}, which is gone",
+                                stub.version, stub.log_index
+                            );
+                            return Err(corrupt(dir, what));
+                        }
+                        Err(Unresolved::Corrupt(e)) => return Err(e.into()),
+                    }
+                }
+                replays
+            }
         };
-        if let Some(index) = record.log_index {
-            p.stub_entries.insert(record.version, index);
-        }
-        let version = record.version;
-        if version != expected {
-            return Err(corrupt(
-                dir,
-                format!("project '{name}': the record of version {expected} is missing"),
-            ));
-        }
-        expected = expected.saturating_sub(1);
-        let mut latest = Vec::new();
-        for (key, body) in record.upserts {
-            if !decided.insert(key.clone()) {
-                continue;
+        for record in replays {
+            let version = record.version;
+            if version != expected {
+                return Err(corrupt(
+                    dir,
+                    format!("project '{name}': the record of version {expected} is missing"),
+                ));
             }
-            let body = body.parse()?;
-            p.hashes.insert(key.clone(), body.hash(&key));
-            p.entities.insert(key.clone(), body);
-            p.body_in_record.insert(key.clone(), version);
-            latest.push(key);
-        }
-        if !latest.is_empty() {
-            p.upserted_at.insert(version, latest.into());
-        }
-        for key in record.deletes {
-            if decided.insert(key.clone()) {
-                p.hashes.remove(&key);
-                p.entities.remove(&key);
+            expected = expected.saturating_sub(1);
+            let mut latest = Vec::new();
+            for (key, body) in record.upserts {
+                if !decided.insert(key.clone()) {
+                    continue;
+                }
+                let body = body.parse()?;
+                p.hashes.insert(key.clone(), body.hash(&key));
+                p.entities.insert(key.clone(), body);
+                p.body_in_record.insert(key.clone(), version);
+                latest.push(key);
             }
-        }
-        if let Some(id) = record.request_id.filter(|_| version >= window_start) {
-            let entry = RequestEntry {
-                version,
-                digest: record.digest,
-                commit_time_ms: record.commit_time_ms,
-            };
-            newer_requests.push((id.to_string(), entry));
+            if !latest.is_empty() {
+                p.upserted_at.insert(version, latest.into());
+            }
+            for key in record.deletes {
+                if decided.insert(key.clone()) {
+                    p.hashes.remove(&key);
+                    p.entities.remove(&key);
+                }
+            }
+            if let Some(id) = record.request_id.filter(|_| version >= window_start) {
+                let entry = RequestEntry {
+                    version,
+                    digest: record.digest,
+                    commit_time_ms: record.commit_time_ms,
+                };
+                newer_requests.push((id.to_string(), entry));
+            }
         }
     }
     if expected + 1 != p.meta.oldest_retained {

@@ -28,6 +28,7 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     Entry, EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
 };
+use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -137,12 +138,13 @@ impl StateMachineStore {
         if version < p.meta.oldest_retained || version > p.meta.version {
             return Ok(None);
         }
-        let key = keys::version(p.meta.incarnation, version);
+        let key = keys::version(p.meta.incarnation, p.record_key_version(version));
         let Some(raw) = values::read_value(&self.shared.tree, &key)? else {
             return Ok(None);
         };
-        match records::Resolver::new(&self.shared.log).read(project, &raw) {
-            Ok(record) => Ok(Some(record)),
+        let stored = records::decode(&raw)?;
+        match records::Resolver::new(&self.shared.log).expand(project, stored, version..=version) {
+            Ok(mut found) => Ok(found.pop()),
             Err(e) => self.unresolved(e, &key),
         }
     }
@@ -160,9 +162,9 @@ impl StateMachineStore {
         if version < p.meta.oldest_retained || version > p.meta.version {
             return Ok(None);
         }
-        let key = keys::version(p.meta.incarnation, version);
+        let key = keys::version(p.meta.incarnation, p.record_key_version(version));
         match values::read_value(&self.shared.tree, &key)? {
-            Some(raw) => Ok(Some(records::digest_and_time(&raw)?)),
+            Some(raw) => Ok(records::decode(&raw)?.digest_and_time(version)),
             None => Ok(None),
         }
     }
@@ -194,21 +196,22 @@ impl StateMachineStore {
             return Ok(Vec::new());
         }
         let inc = p.meta.incarnation;
+        // Retained versions are contiguous: these are the ones wanted.
+        let end = p
+            .meta
+            .version
+            .min(start.saturating_add(u64::try_from(limit - 1).unwrap_or(u64::MAX)));
         let mut out = Vec::new();
         let mut resolver = records::Resolver::new(&self.shared.log);
-        for item in self
-            .shared
-            .tree
-            .range(keys::version(inc, start)..=keys::version(inc, p.meta.version))
-            .take(limit)
-        {
+        let from_key = keys::version(inc, p.record_key_version(start));
+        for item in self.shared.tree.range(from_key..=keys::version(inc, end)) {
             let (key, head) = item?;
             // None: compacted since its head was read; the records after it are newer.
             let Some(raw) = values::resolve(&self.shared.tree, &key, &head)? else {
                 continue;
             };
-            match resolver.read(project, &raw) {
-                Ok(record) => out.push(record),
+            match resolver.expand(project, records::decode(&raw)?, start..=end) {
+                Ok(records) => out.extend(records),
                 // Compacted since its head was read, like the `None` above.
                 Err(e) => self.unresolved::<()>(e, &key).map(|_| ())?,
             }
@@ -333,6 +336,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut changes = Vec::new();
         let mut outcomes = Vec::new();
         let mut last = None;
+        let mut open_groups = HashMap::new();
         for entry in entries {
             let log_id = entry.log_id;
             view.last_applied = Some(log_id);
@@ -348,6 +352,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         writer: &mut writer,
                         changes: &mut changes,
                         history_limit: self.shared.config.history_limit,
+                        open_groups: &mut open_groups,
                     };
                     apply_command(&mut view, command, log_id.index, &mut ctx)
                         .map_err(|e| StorageIOError::apply(log_id, &e))?

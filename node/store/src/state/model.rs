@@ -1,5 +1,6 @@
 //! The in-memory state machine: persistent maps shared with readers and snapshot builders.
 
+use super::records::GroupSpan;
 use crate::types::{ApiKey, EntityMap, LogId, NodeAddr, NodeId, ProjectHead};
 use flagraft_client::digest::RulesetDigest;
 use flagraft_client::entity::EntityKey;
@@ -55,8 +56,8 @@ pub struct ProjectState {
     /// Retained versions whose record is stored in chunks, with the chunk count (see
     /// `values`): compaction removes them without reading the head first.
     pub chunked_records: imbl::OrdMap<u64, u32>,
-    /// Log index of each retained record stored as a stub (see `records`), by version.
-    pub stub_entries: imbl::OrdMap<u64, u64>,
+    /// The stored groups of record stubs (see `records`), by first version.
+    pub stub_groups: imbl::OrdMap<u64, GroupSpan>,
 }
 
 impl ProjectState {
@@ -70,7 +71,7 @@ impl ProjectState {
             body_in_record: imbl::OrdMap::new(),
             upserted_at: imbl::OrdMap::new(),
             chunked_records: imbl::OrdMap::new(),
-            stub_entries: imbl::OrdMap::new(),
+            stub_groups: imbl::OrdMap::new(),
         }
     }
 
@@ -85,6 +86,14 @@ impl ProjectState {
     }
 
     /// The digest recomputed from the stored per-entity hashes.
+    /// The key (first version) of the stored value that holds `version`: its group's, or its own.
+    pub fn record_key_version(&self, version: u64) -> u64 {
+        match self.stub_groups.range(..=version).next_back() {
+            Some((first, span)) if version <= span.last => *first,
+            _ => version,
+        }
+    }
+
     pub fn digest_from_hashes(&self) -> RulesetDigest {
         RulesetDigest::from_hashes(self.hashes.values())
     }
@@ -105,7 +114,7 @@ impl SmView {
     pub fn pinned_log_index(&self) -> Option<u64> {
         self.projects
             .values()
-            .filter_map(|p| p.stub_entries.values().next().copied())
+            .filter_map(|p| p.stub_groups.values().next().map(|g| g.log_index))
             .min()
     }
 

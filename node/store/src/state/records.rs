@@ -7,14 +7,19 @@
 //! commit's place in a group-commit batch) and what apply computed (commit time, digest).
 //! Readers take author, message, request id, upserts and deletes from the entry.
 //!
+//! The stubs of consecutive versions of a project applied in one `apply` call share one sled
+//! value (a group, at most [`GROUP_MAX`] stubs, keyed by its first version): every sled insert
+//! or removal costs a leaf update whatever its size, and a group-commit entry holds dozens of
+//! commits. A group is compacted whole, once its last version leaves the history window.
+//!
 //! The entries that retained stubs name are kept in the log tree after openraft purges them
 //! (`Purges::set_pin`), until their records are compacted. Snapshots carry full records, so a
 //! node that installs one needs no log behind its records; records written by earlier releases
 //! are full too.
 //!
 //! ```text
-//! stored record = bincode(VersionRecord)            (starts with a varint: never 0xFF)
-//!               | 0xFF ++ bincode(RecordStub)
+//! v <inc> <version>  -> bincode(VersionRecord)                 (starts with a varint: never 0xFF)
+//!                     | 0xFF ++ bincode(Vec<RecordStub>)       (versions version, version+1, ...)
 //! ```
 
 use crate::codec::{self, CodecError};
@@ -24,8 +29,11 @@ use flagraft_client::digest::RulesetDigest;
 use openraft::{Entry, EntryPayload};
 use serde::{Deserialize, Serialize};
 
-/// First byte of a stored stub; no bincode varint starts with it.
-const STUB_TAG: u8 = 0xFF;
+/// First byte of a stored stub group; no bincode varint starts with it.
+const GROUP_TAG: u8 = 0xFF;
+
+/// Most stubs in one group: its value (~60 bytes a stub) stays inline, under `values::CHUNK`.
+pub const GROUP_MAX: usize = 32;
 
 /// A record whose commit is the `position`-th of log entry `log_index`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,38 +46,63 @@ pub struct RecordStub {
     pub position: u32,
 }
 
+/// One stored value of the version range.
 pub enum StoredRecord {
     Full(VersionRecord),
-    Stub(RecordStub),
+    /// Consecutive versions, ascending; never empty.
+    Group(Vec<RecordStub>),
 }
 
-pub fn encode_stub(stub: &RecordStub) -> Result<Vec<u8>, CodecError> {
-    let mut out = vec![STUB_TAG];
-    out.extend_from_slice(&codec::encode(stub)?);
+/// What a project keeps in memory of each group it stores: its key is `first`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupSpan {
+    pub last: u64,
+    /// The first stub's entry: the oldest the group names.
+    pub log_index: u64,
+}
+
+pub fn encode_group(stubs: &[RecordStub]) -> Result<Vec<u8>, CodecError> {
+    let mut out = vec![GROUP_TAG];
+    out.extend_from_slice(&codec::encode(&stubs)?);
     Ok(out)
 }
 
 pub fn decode(raw: &[u8]) -> Result<StoredRecord, CodecError> {
     match raw.split_first() {
-        Some((&STUB_TAG, stub)) => Ok(StoredRecord::Stub(codec::decode(stub)?)),
+        Some((&GROUP_TAG, group)) => {
+            let stubs: Vec<RecordStub> = codec::decode(group)?;
+            let consecutive = stubs
+                .windows(2)
+                .all(|w| w[0].version.checked_add(1) == Some(w[1].version));
+            if stubs.is_empty() || !consecutive {
+                return Err(CodecError::Corrupt(
+                    "a record group is empty or not consecutive".into(),
+                ));
+            }
+            Ok(StoredRecord::Group(stubs))
+        }
         _ => Ok(StoredRecord::Full(codec::decode(raw)?)),
     }
 }
 
-/// The version of a stored record, without decoding the rest.
-pub fn stored_version(raw: &[u8]) -> Result<u64, CodecError> {
-    match raw.split_first() {
-        Some((&STUB_TAG, stub)) => codec::decode_prefix::<u64>(stub),
-        _ => codec::decode_prefix::<u64>(raw),
+impl StoredRecord {
+    pub fn last_version(&self) -> u64 {
+        match self {
+            StoredRecord::Full(r) => r.version,
+            StoredRecord::Group(stubs) => stubs.last().map_or(0, |s| s.version),
+        }
     }
-}
 
-/// Digest and commit time of a stored record: a stub holds both, so no log entry is read.
-pub fn digest_and_time(raw: &[u8]) -> Result<(RulesetDigest, u64), CodecError> {
-    Ok(match decode(raw)? {
-        StoredRecord::Full(r) => (r.digest, r.commit_time_ms),
-        StoredRecord::Stub(s) => (s.digest, s.commit_time_ms),
-    })
+    /// Digest and commit time of `version` if this value holds it: no log entry is read.
+    pub fn digest_and_time(&self, version: u64) -> Option<(RulesetDigest, u64)> {
+        match self {
+            StoredRecord::Full(r) => (r.version == version).then_some((r.digest, r.commit_time_ms)),
+            StoredRecord::Group(stubs) => stubs
+                .iter()
+                .find(|s| s.version == version)
+                .map(|s| (s.digest, s.commit_time_ms)),
+        }
+    }
 }
 
 /// Why a stub could not be read back.
@@ -99,11 +132,21 @@ impl<'a> Resolver<'a> {
         Resolver { log, last: None }
     }
 
-    /// The full record of `project` that `raw` (as stored) holds.
-    pub fn read(&mut self, project: &str, raw: &[u8]) -> Result<VersionRecord, Unresolved> {
-        match decode(raw)? {
-            StoredRecord::Full(record) => Ok(record),
-            StoredRecord::Stub(stub) => self.resolve(project, &stub),
+    /// The full records of `project` with versions in `versions` that `stored` holds, ascending.
+    pub fn expand(
+        &mut self,
+        project: &str,
+        stored: StoredRecord,
+        versions: std::ops::RangeInclusive<u64>,
+    ) -> Result<Vec<VersionRecord>, Unresolved> {
+        match stored {
+            StoredRecord::Full(record) if versions.contains(&record.version) => Ok(vec![record]),
+            StoredRecord::Full(_) => Ok(Vec::new()),
+            StoredRecord::Group(stubs) => stubs
+                .iter()
+                .filter(|s| versions.contains(&s.version))
+                .map(|s| self.resolve(project, s))
+                .collect(),
         }
     }
 
@@ -179,77 +222,92 @@ mod tests {
         }
     }
 
-    fn log_with(index: u64, command: Command) -> (sled::Db, sled::Tree) {
+    fn log_with(entries: Vec<(u64, Command)>) -> (sled::Db, sled::Tree) {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let log = db.open_tree(keys::LOG_TREE).unwrap();
-        let entry = Entry::<TypeConfig> {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(command),
-        };
-        log.insert(keys::log_entry(index), codec::encode(&entry).unwrap())
-            .unwrap();
+        for (index, command) in entries {
+            let entry = Entry::<TypeConfig> {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                payload: EntryPayload::Normal(command),
+            };
+            log.insert(keys::log_entry(index), codec::encode(&entry).unwrap())
+                .unwrap();
+        }
         (db, log)
     }
 
     fn stub(version: u64, log_index: u64, position: u32) -> RecordStub {
         RecordStub {
             version,
-            commit_time_ms: 99,
+            commit_time_ms: 90 + version,
             digest: RulesetDigest::EMPTY,
             log_index,
             position,
         }
     }
 
+    fn record_of(c: CommitCommand, version: u64) -> VersionRecord {
+        VersionRecord {
+            version,
+            author: c.author,
+            message: c.message,
+            commit_time_ms: 90 + version,
+            request_id: c.request_id,
+            upserts: c.upserts,
+            deletes: c.deletes,
+            digest: RulesetDigest::EMPTY,
+        }
+    }
+
     #[test]
-    fn a_stub_reads_back_as_the_record_apply_made_from_its_commit() {
-        let (_db, log) = log_with(
-            5,
-            Command::CommitBatch(vec![commit("p", 1), commit("q", 2), commit("p", 3)]),
-        );
-        let mut r = Resolver::new(&log);
-        let raw = encode_stub(&stub(11, 5, 2)).unwrap();
-        assert_eq!(stored_version(&raw).unwrap(), 11);
-        let record = r.read("p", &raw).unwrap();
-        let c = commit("p", 3);
+    fn a_group_reads_back_as_the_records_apply_made_from_its_commits() {
+        let (_db, log) = log_with(vec![
+            (
+                5,
+                Command::CommitBatch(vec![commit("p", 1), commit("q", 2), commit("p", 3)]),
+            ),
+            (6, Command::Commit(commit("p", 4))),
+        ]);
+        // Versions 10..=12 of p: entry 5's commits 0 and 2, then entry 6.
+        let raw = encode_group(&[stub(10, 5, 0), stub(11, 5, 2), stub(12, 6, 0)]).unwrap();
+        assert!(raw.len() < super::super::values::CHUNK / GROUP_MAX * 3);
+        let stored = decode(&raw).unwrap();
+        assert_eq!(stored.last_version(), 12);
         assert_eq!(
-            record,
-            VersionRecord {
-                version: 11,
-                author: c.author,
-                message: c.message,
-                commit_time_ms: 99,
-                request_id: c.request_id,
-                upserts: c.upserts,
-                deletes: c.deletes,
-                digest: RulesetDigest::EMPTY,
-            }
+            stored.digest_and_time(11),
+            Some((RulesetDigest::EMPTY, 101))
         );
-        // The other project's commit of the same entry, from the decoded entry.
+        assert_eq!(stored.digest_and_time(13), None);
+        let mut r = Resolver::new(&log);
+        assert_eq!(
+            r.expand("p", stored, 11..=u64::MAX).unwrap(),
+            vec![record_of(commit("p", 3), 11), record_of(commit("p", 4), 12)]
+        );
+        // The other project's commit of the same entry.
         assert_eq!(r.resolve("q", &stub(4, 5, 1)).unwrap().author, "author 2");
     }
 
     #[test]
     fn a_full_record_is_read_as_it_is() {
-        let (_db, log) = log_with(1, Command::Commit(commit("p", 1)));
-        let record = VersionRecord {
-            version: 300,
-            author: "a".into(),
-            message: "m".into(),
-            commit_time_ms: 1,
-            request_id: None,
-            upserts: Vec::new(),
-            deletes: Vec::new(),
-            digest: RulesetDigest::EMPTY,
-        };
-        let raw = codec::encode(&record).unwrap();
-        assert_eq!(stored_version(&raw).unwrap(), 300);
-        assert_eq!(Resolver::new(&log).read("p", &raw).unwrap(), record);
+        let (_db, log) = log_with(vec![]);
+        let record = record_of(commit("p", 1), 300);
+        let stored = decode(&codec::encode(&record).unwrap()).unwrap();
+        assert_eq!(stored.last_version(), 300);
+        let mut r = Resolver::new(&log);
+        assert!(r
+            .expand(
+                "p",
+                decode(&codec::encode(&record).unwrap()).unwrap(),
+                301..=400
+            )
+            .unwrap()
+            .is_empty());
+        assert_eq!(r.expand("p", stored, 0..=300).unwrap(), vec![record]);
     }
 
     #[test]
     fn a_stub_naming_the_wrong_commit_or_a_gone_entry_is_not_read() {
-        let (_db, log) = log_with(5, Command::Commit(commit("p", 1)));
+        let (_db, log) = log_with(vec![(5, Command::Commit(commit("p", 1)))]);
         let mut r = Resolver::new(&log);
         assert!(matches!(
             r.resolve("other", &stub(1, 5, 0)),
@@ -264,5 +322,12 @@ mod tests {
             Resolver::new(&log).resolve("p", &stub(1, 6, 0)),
             Err(Unresolved::EntryGone)
         ));
+    }
+
+    #[test]
+    fn an_empty_or_broken_group_is_corrupt_not_a_panic() {
+        assert!(decode(&encode_group(&[]).unwrap()).is_err());
+        assert!(decode(&encode_group(&[stub(1, 1, 0), stub(3, 1, 1)]).unwrap()).is_err());
+        assert!(decode(&[GROUP_TAG, 200, 1]).is_err());
     }
 }

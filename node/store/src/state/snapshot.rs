@@ -109,31 +109,38 @@ fn read_history(
         ..=keys::version(meta.incarnation, meta.version);
     let mut records = Vec::new();
     let mut resolver = Resolver::new(log);
-    for item in tree.range(range).rev() {
+    'values: for item in tree.range(range).rev() {
         let (key, head) = item?;
         let Some(raw) = values::resolve(tree, &key, &head)? else {
             break;
         };
         let expected = meta.version - records.len() as u64;
-        if records::stored_version(&raw)? != expected {
+        let stored = records::decode(&raw)?;
+        if stored.last_version() != expected {
             break;
         }
-        let raw = match records::decode(&raw)? {
-            StoredRecord::Full(_) => raw,
-            StoredRecord::Stub(stub) => match resolver.resolve(project, &stub) {
-                Ok(record) => codec::encode(&record)?,
-                // Compacted and purged since its head was read: the run ends here, as above.
-                Err(Unresolved::EntryGone) if !tree.contains_key(&key)? => break,
-                Err(Unresolved::EntryGone) => {
-                    return Err(CodecError::Corrupt(format!(
-                        "project '{project}': the log entry of retained version {expected} is gone"
-                    ))
-                    .into())
+        match stored {
+            StoredRecord::Full(_) => records.push(serde_bytes::ByteBuf::from(raw)),
+            StoredRecord::Group(stubs) => {
+                for stub in stubs.iter().rev() {
+                    match resolver.resolve(project, stub) {
+                        Ok(record) => {
+                            records.push(serde_bytes::ByteBuf::from(codec::encode(&record)?))
+                        }
+                        // Compacted and purged since its head was read: the run ends here.
+                        Err(Unresolved::EntryGone) if !tree.contains_key(&key)? => break 'values,
+                        Err(Unresolved::EntryGone) => {
+                            return Err(CodecError::Corrupt(format!(
+                                "project '{project}': the log entry of retained version {} is gone",
+                                stub.version
+                            ))
+                            .into())
+                        }
+                        Err(Unresolved::Corrupt(e)) => return Err(e.into()),
+                    }
                 }
-                Err(Unresolved::Corrupt(e)) => return Err(e.into()),
-            },
-        };
-        records.push(serde_bytes::ByteBuf::from(raw));
+            }
+        }
     }
     records.reverse();
     let oldest = meta.version + 1 - records.len() as u64;

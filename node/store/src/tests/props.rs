@@ -44,27 +44,60 @@ proptest! {
         commits in prop::collection::vec(prop::collection::vec(op(), 0..5), 1..25),
         history_limit in prop_oneof![1u64..5, Just(10_000)],
         reopened_limit in 1u64..5,
+        // Commits per apply call, as entries of their own or as one CommitBatch: the stubs of
+        // one call share stored groups (`state::records`).
+        per_apply in 1usize..6,
+        as_batch in any::<bool>(),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let limit = |history_limit| StoreConfig { history_limit, ..StoreConfig::default() };
             let mut h = Harness::with_config(limit(history_limit)).await;
             let mut version = 0;
-            for ops in &commits {
-                let out = h.run(to_command(ops)).await;
-                match out {
-                    CommandOutcome::Committed { version: v, digest, .. } => {
-                        version += 1;
-                        assert_eq!(v, version);
-                        assert_eq!(digest, full_digest(&h.sm, "default"));
-                        assert_eq!(
-                            h.sm.version_record("default", v).unwrap().unwrap().digest,
-                            digest
-                        );
+            for chunk in commits.chunks(per_apply) {
+                let commands: Vec<Command> = chunk.iter().map(|ops| to_command(ops)).collect();
+                let outcomes = if as_batch {
+                    let batch = commands
+                        .into_iter()
+                        .map(|c| match c {
+                            Command::Commit(c) => c,
+                            other => panic!("{other:?}"),
+                        })
+                        .collect();
+                    match h.run(Command::CommitBatch(batch)).await {
+                        CommandOutcome::Batch(outcomes) => outcomes,
+                        other => panic!("{other:?}"),
                     }
-                    CommandOutcome::Rejected { .. } => {}
-                    other => panic!("{other:?}"),
+                } else {
+                    h.apply(commands).await
+                };
+                let mut last_digest = None;
+                for out in outcomes {
+                    match out {
+                        CommandOutcome::Committed { version: v, digest, .. } => {
+                            version += 1;
+                            assert_eq!(v, version);
+                            // Older ones of this call may be compacted already.
+                            if let Some(record) = h.sm.version_record("default", v).unwrap() {
+                                assert_eq!(record.digest, digest);
+                                assert_eq!(record.version, v);
+                            }
+                            last_digest = Some(digest);
+                        }
+                        CommandOutcome::Rejected { .. } => {}
+                        other => panic!("{other:?}"),
+                    }
                 }
+                if let Some(digest) = last_digest {
+                    assert_eq!(digest, full_digest(&h.sm, "default"));
+                }
+            }
+            let history = h.sm.history("default", 0, usize::MAX).unwrap();
+            let versions: Vec<u64> = history.iter().map(|r| r.version).collect();
+            let oldest = h.sm.oldest_retained("default").unwrap();
+            assert_eq!(versions, (oldest..=version).collect::<Vec<_>>());
+            if version > 0 {
+                assert!(version + 1 - oldest >= history_limit.min(version));
             }
             let head = h.sm.head("default").unwrap();
             let entities = h.sm.ruleset("default").unwrap().entities;
@@ -72,6 +105,7 @@ proptest! {
             h.sm.flush().await.unwrap();
             let h = h.reopen(limit(history_limit)).await;
             assert_eq!(h.sm.head("default").unwrap(), head);
+            assert_eq!(h.sm.history("default", 0, usize::MAX).unwrap(), history);
             assert_eq!(h.sm.ruleset("default").unwrap().entities, entities);
             assert_eq!(full_digest(&h.sm, "default"), head.digest);
 

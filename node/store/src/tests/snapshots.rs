@@ -50,14 +50,20 @@ async fn build_then_install_reproduces_the_state_exactly() {
         time_ms: 1,
     })
     .await;
-    for i in 0..8 {
-        let mut c = commit(
-            if i % 2 == 0 { "p" } else { "default" },
-            vec![gate(&format!("g{}", i % 3), json!({"i": i, "n": [1, 2]}))],
-            vec![],
-        );
-        c.request_id = Some(format!("req{i}"));
-        a.run(Command::Commit(c)).await;
+    // Four commits per apply call: each project's stubs of a call share a group.
+    let commands: Vec<Command> = (0..8)
+        .map(|i| {
+            let mut c = commit(
+                if i % 2 == 0 { "p" } else { "default" },
+                vec![gate(&format!("g{}", i % 3), json!({"i": i, "n": [1, 2]}))],
+                vec![],
+            );
+            c.request_id = Some(format!("req{i}"));
+            Command::Commit(c)
+        })
+        .collect();
+    for chunk in commands.chunks(4) {
+        a.apply(chunk.to_vec()).await;
     }
     a.run(Command::Commit(commit(
         "p",
