@@ -7,7 +7,8 @@
 //! raft_addr  = "127.0.0.1:7101"         # listen: node-to-node Raft gRPC
 //! admin_addr = "127.0.0.1:7201"         # listen: Admin gRPC
 //! http_addr  = "127.0.0.1:7301"         # listen: /healthz, /readyz, /metrics (and /v1/stream)
-//! history_limit = 10000                 # optional: versions of deltas kept per project
+//! history_limit = 10000                 # optional: versions of deltas kept per project (at least;
+//!                                       # up to 31 more while a group of them ages out)
 //! cache_mb = 512                        # optional: sled's page cache, in MiB (see below)
 //!
 //! # The initial voters, this node included (same list on every node). Addresses

@@ -17,10 +17,11 @@
 //!                                            commit_time_ms, oldest_retained}
 //!                   x <inc> <kind:u8> <entity name>  -> 32-byte entity hash ++ body JSON
 //!                                            (as of its last compacted upsert; see below)
-//!                   v <inc> <version:u64 BE>         -> 0xFF ++ bincode RecordStub {version,
-//!                                            commit time, digest, log index, position}, or
-//!                                            bincode VersionRecord (from a snapshot or an
-//!                                            earlier release; see `state::records`)
+//!                   v <inc> <version:u64 BE>         -> 0xFF ++ bincode Vec<RecordStub>: the
+//!                                            stubs {version, commit time, digest, log index,
+//!                                            position} of versions version.. applied in one
+//!                                            call; or bincode VersionRecord (from a snapshot
+//!                                            or an earlier release; see `state::records`)
 //!                   r <inc> <request id>             -> bincode {version, digest, commit time}
 //!                                            (only for ids whose record is compacted)
 //!                   k <key id>            -> bincode ApiKey {id, project, kind, sha256, ...}
@@ -39,22 +40,27 @@
 //!
 //! A commit's bodies are written once, in its log entry. Its version's record is a stub that
 //! names the entry (index, and the commit's place in a `CommitBatch`) and holds what apply
-//! computed (commit time, digest); readers take the rest from the entry (`state::records`). A
+//! computed (commit time, digest); readers take the rest from the entry (`state::records`). The
+//! stubs of one project applied in one call share one value (up to 32), because every sled
+//! insert or removal costs a leaf update whatever its size; such a group is compacted whole. A
 //! purge keeps the entries that retained records name (`log_store::Purges`), so with a history
 //! bound longer than the log's retention the log holds the history's bodies, as the records did
 //! before. An entity's `x` key gets its body only when the record holding its latest upsert is
 //! compacted (same batch); a delete removes the key at once. So the `x` keys hold the ruleset as
 //! of the oldest retained version, except for entities the retained records touch, and `open`
-//! replays the retained records on top, newest first (O(retained history) at open). sled
-//! rewrites whole leaves, so each stored byte costs several written ones; a commit of one ~2 KiB
-//! entity writes its log entry and a stub of ~60 bytes (and no entity value or request entry).
-//! Stubs instead of full records: 4,587-4,646 → 5,032-5,196 commits/s with 64 committers, node
-//! CPU per commit 329-340 → 298-308 µs (`bench_commit --only throughput --entities 0`, three
-//! alternating pairs); the state machine's sled writes per commit fell from 15.3-15.9 KB to
-//! 0.5-2.4 KB, the log's are 9.2-9.7 KB (`examples/write_volume.rs`, 32 commits of ~2.3 KB per
-//! entry). Open replays a full history of 10,000 versions in 224 ms (135 ms with full records):
-//! each group-commit entry is decoded once.
+//! replays the retained records on top, newest first (O(retained history) at open).
 //!
+//! Measured with 64 committers (`bench_commit --only throughput --entities 0`, alternating
+//! pairs on one machine):
+//! - full records → one stub per version: 4,587-4,646 → 5,032-5,196 commits/s, node CPU per
+//!   commit 329-340 → 298-308 µs;
+//! - → grouped stubs: 4,803-5,580 → 6,064-6,810 commits/s, 277-322 → 223-251 µs.
+//!
+//! `examples/write_volume.rs` (32 commits of ~2.3 KB per entry): the state machine's sled writes
+//! per commit went from 15.3-15.9 KB (full records) to 0.2-2.9 KB; the log's are 9.7-9.9 KB.
+//! Open replays a full history of 10,000 versions in 182 ms (135 ms with full records): each
+//! group-commit entry is decoded once.
+
 //! # Semantics (see also the types)
 //!
 //! - `default` exists from the first open (version 0, empty) and cannot be deleted.
@@ -77,8 +83,9 @@
 //!   proposing; the log, the state and snapshots hold only the secret's SHA-256. Revoked keys
 //!   stay listed with their revocation time; `DeleteProject` revokes the project's keys. Each
 //!   change publishes `AppliedChange::KeysChanged`.
-//! - History: records of the last `StoreConfig::history_limit` versions (node-local, at least
-//!   1); older ones are removed as new versions are applied. The current ruleset is never
+//! - History: records of at least the last `StoreConfig::history_limit` versions (node-local,
+//!   at least 1); older ones are removed as new versions are applied, a group of stubs once all
+//!   of its versions are older (so up to 31 more may stay). The current ruleset is never
 //!   compacted. A snapshot carries the retained history; if records are compacted while a
 //!   snapshot is being built, it carries the shorter contiguous run ending at the head.
 //!

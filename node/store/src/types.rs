@@ -193,7 +193,8 @@ pub enum CommandOutcome {
 /// differ in them without diverging.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreConfig {
-    /// Versions of deltas kept per project (at least 1 is kept).
+    /// Versions of deltas kept per project (at least this many, and at least 1; a group of
+    /// record stubs applied together is dropped whole, so up to 31 more may be kept).
     pub history_limit: u64,
     /// Capacity of the applied-changes broadcast channel.
     pub broadcast_capacity: usize,

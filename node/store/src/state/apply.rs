@@ -3,7 +3,7 @@
 
 use super::model::{ProjectMeta, ProjectState, RequestEntry, RequestId, SmView, DEFAULT_PROJECT};
 use super::records::{self, GroupSpan, RecordStub};
-use super::values::SmWriter;
+use super::values::{chunk_count_of_len, SmWriter};
 use crate::body::Body;
 use crate::codec::{self, CodecError};
 use crate::keys;
@@ -25,7 +25,15 @@ pub struct ApplyCtx<'a, 't> {
     pub history_limit: u64,
     /// The record stubs this apply call has grouped so far, by project incarnation: a commit
     /// joins its project's group (rewriting the value in the batch) while it has room.
-    pub open_groups: &'a mut HashMap<u64, Vec<RecordStub>>,
+    pub open_groups: &'a mut HashMap<u64, OpenGroup>,
+}
+
+/// A group of record stubs this apply call is still adding to.
+#[derive(Default)]
+pub struct OpenGroup {
+    stubs: Vec<RecordStub>,
+    /// Length of the value last written for it in this batch (0: none yet).
+    stored_len: usize,
 }
 
 pub fn apply_command(
@@ -149,24 +157,29 @@ fn apply_commit(
         position: at.1,
     };
     let group = ctx.open_groups.entry(inc).or_default();
-    let follows = group.last().and_then(|s| s.version.checked_add(1)) == Some(version);
-    if !follows || group.len() >= records::GROUP_MAX {
-        group.clear();
+    let follows = group.stubs.last().and_then(|s| s.version.checked_add(1)) == Some(version);
+    if !follows || group.stubs.len() >= records::GROUP_MAX {
+        *group = OpenGroup::default();
     }
-    group.push(stub);
-    let first = group[0].version;
-    // Inline (GROUP_MAX stubs fit in a chunk), so no chunks to replace, also when the group's
-    // value was already written earlier in this batch.
+    group.stubs.push(stub);
+    let first = group.stubs[0].version;
+    // Rewritten in the batch as commits join it: the chunks of what it replaces are known.
+    let value = records::encode_group(&group.stubs)?;
     ctx.writer.put_value_known(
         &keys::version(inc, first),
-        &records::encode_group(group)?,
-        0,
+        &value,
+        chunk_count_of_len(group.stored_len),
     )?;
+    if chunk_count_of_len(value.len()) > 0 {
+        p.chunked_records
+            .insert(first, chunk_count_of_len(value.len()));
+    }
+    group.stored_len = value.len();
     p.stub_groups.insert(
         first,
         GroupSpan {
             last: version,
-            log_index: group[0].log_index,
+            log_index: group.stubs[0].log_index,
         },
     );
 
