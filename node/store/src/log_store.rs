@@ -133,18 +133,6 @@ impl Purges {
     }
 }
 
-fn read_purged(tree: &sled::Tree) -> Result<Option<LogId>, StorageError> {
-    match tree
-        .get(keys::PURGED)
-        .map_err(|e| StorageIOError::read_logs(&e))?
-    {
-        Some(raw) => {
-            Ok(codec::decode::<Option<LogId>>(&raw).map_err(|e| StorageIOError::read_logs(&e))?)
-        }
-        None => Ok(None),
-    }
-}
-
 /// The Raft log store; cheap to clone (the clone is also the log reader).
 #[derive(Clone)]
 pub struct LogStore {
@@ -236,7 +224,7 @@ impl LogStore {
     }
 
     fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
-        read_purged(&self.inner.tree)
+        Ok(self.read_meta::<Option<LogId>>(keys::PURGED)?.flatten())
     }
 
     fn read_range(

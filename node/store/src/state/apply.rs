@@ -147,8 +147,8 @@ fn apply_commit(
         deletes: cmd.deletes,
         digest: p.meta.digest,
     };
-    // The record's bodies stay in the log entry (see `records`): the stub names it. A new key,
-    // small: nothing to replace, no chunks.
+    // The record's bodies stay in the log entry (see `records`): the stub names it, and joins
+    // this call's group of stubs for the project.
     let stub = RecordStub {
         version,
         commit_time_ms,
@@ -257,8 +257,8 @@ fn remember_request(
     Ok(())
 }
 
-/// Drops records so that about `limit` (at least 1) versions ending at `version` remain: a group
-/// of stubs goes whole, once its last version is out.
+/// Drops records so that at least `limit` (and at least 1) versions ending at `version` remain:
+/// a group of stubs goes whole, once its last version is out.
 fn compact_history(
     p: &mut ProjectState,
     version: u64,

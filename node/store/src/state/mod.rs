@@ -126,12 +126,13 @@ impl StateMachineStore {
         })
     }
 
-    /// The record of one version, if it is still retained.
-    pub fn version_record(
+    /// The stored value that holds `version` of `project` (its group's, or its own record), with
+    /// its key, if the version is retained.
+    fn stored_holding(
         &self,
         project: &str,
         version: u64,
-    ) -> Result<Option<VersionRecord>, StoreError> {
+    ) -> Result<Option<([u8; 17], records::StoredRecord)>, StoreError> {
         let Some(p) = self.project(project) else {
             return Ok(None);
         };
@@ -139,10 +140,21 @@ impl StateMachineStore {
             return Ok(None);
         }
         let key = keys::version(p.meta.incarnation, p.record_key_version(version));
-        let Some(raw) = values::read_value(&self.shared.tree, &key)? else {
+        match values::read_value(&self.shared.tree, &key)? {
+            Some(raw) => Ok(Some((key, records::decode(&raw)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// The record of one version, if it is still retained.
+    pub fn version_record(
+        &self,
+        project: &str,
+        version: u64,
+    ) -> Result<Option<VersionRecord>, StoreError> {
+        let Some((key, stored)) = self.stored_holding(project, version)? else {
             return Ok(None);
         };
-        let stored = records::decode(&raw)?;
         match records::Resolver::new(&self.shared.log).expand(project, stored, version..=version) {
             Ok(mut found) => Ok(found.pop()),
             Err(e) => self.unresolved(e, &key),
@@ -156,17 +168,9 @@ impl StateMachineStore {
         project: &str,
         version: u64,
     ) -> Result<Option<(flagraft_client::digest::RulesetDigest, u64)>, StoreError> {
-        let Some(p) = self.project(project) else {
-            return Ok(None);
-        };
-        if version < p.meta.oldest_retained || version > p.meta.version {
-            return Ok(None);
-        }
-        let key = keys::version(p.meta.incarnation, p.record_key_version(version));
-        match values::read_value(&self.shared.tree, &key)? {
-            Some(raw) => Ok(records::decode(&raw)?.digest_and_time(version)),
-            None => Ok(None),
-        }
+        Ok(self
+            .stored_holding(project, version)?
+            .and_then(|(_, stored)| stored.digest_and_time(version)))
     }
 
     /// A record that could not be read back: compacted meanwhile (`None`) or corrupt.
