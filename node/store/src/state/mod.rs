@@ -217,7 +217,9 @@ impl StateMachineStore {
             match resolver.expand(project, records::decode(&raw)?, start..=end) {
                 Ok(records) => out.extend(records),
                 // Compacted since its head was read, like the `None` above.
-                Err(e) => self.unresolved::<()>(e, &key).map(|_| ())?,
+                Err(e) => {
+                    self.unresolved::<()>(e, &key)?;
+                }
             }
         }
         Ok(out)
