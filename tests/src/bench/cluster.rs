@@ -154,6 +154,29 @@ pub fn listen_overflows() -> Option<u64> {
     )
 }
 
+/// The kernel's count of TCP tail-loss probes sent (`TcpExt: TCPLossProbes`): a segment or its
+/// ACK went missing and the sender probed, after at least 200 ms when one segment was in flight.
+pub fn tcp_loss_probes() -> Option<u64> {
+    parse_netstat(
+        &std::fs::read_to_string("/proc/net/netstat").ok()?,
+        "TcpExt:",
+        "TCPLossProbes",
+    )
+}
+
+/// Packets the kernel dropped because a CPU's input backlog was full (second column of
+/// /proc/net/softnet_stat, summed over CPUs; machine-wide). Loopback traffic goes through that
+/// backlog, which holds `net.core.netdev_max_backlog` packets.
+pub fn backlog_drops() -> Option<u64> {
+    parse_softnet_drops(&std::fs::read_to_string("/proc/net/softnet_stat").ok()?)
+}
+
+fn parse_softnet_drops(text: &str) -> Option<u64> {
+    text.lines()
+        .map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        .sum()
+}
+
 /// A counter of /proc/net/netstat: a header line of names and a line of values.
 fn parse_netstat(text: &str, prefix: &str, name: &str) -> Option<u64> {
     let mut lines = text.lines().filter(|l| l.starts_with(prefix));
@@ -172,6 +195,18 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backlog_drops_sum_the_second_column_of_every_cpu() {
+        let text = "0d4ea0b3 00007c42 0000002b 00000000\n0d185229 00000010 00000025 00000000\n";
+        assert_eq!(parse_softnet_drops(text), Some(0x7c42 + 0x10));
+        assert_eq!(
+            parse_softnet_drops("0d4ea0b3\n"),
+            None,
+            "a short line is not a count"
+        );
+        assert_eq!(parse_softnet_drops(""), Some(0));
+    }
 
     #[test]
     fn vm_rss_is_read_in_bytes() {
