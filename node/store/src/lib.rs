@@ -105,8 +105,9 @@
 //!
 //! # Crash safety
 //!
-//! - Log: `append` writes entries to sled, then a flusher task runs `flush_async` and only after
-//!   it returns calls openraft's callback (one flush serves every append written before it).
+//! - Log: `append` writes entries to sled, then a flusher thread runs sled's `flush` and only
+//!   after it returns calls openraft's callback (one flush serves every append written before
+//!   it). An append of one entry is a plain insert, of several one atomic batch.
 //!   `save_vote` and `truncate` flush before returning. `purge` writes its marker and removals in
 //!   one atomic batch; it removes no entry at or after the state machine's pin (the oldest entry
 //!   a retained record stub names), which is set after the applied batch that moved it, so a
