@@ -24,16 +24,53 @@ pub struct ApplyCtx<'a, 't> {
     /// Node-local: only decides which old records are dropped, never an outcome.
     pub history_limit: u64,
     /// The record stubs this apply call has grouped so far, by project incarnation: a commit
-    /// joins its project's group (rewriting the value in the batch) while it has room.
+    /// joins its project's group while it has room. A group is written to the batch once, when
+    /// it closes (full, or its next version does not follow) or by [`close_groups`] at the end
+    /// of the call: writing it again for every commit made a 32-commit entry encode 528 stubs.
     pub open_groups: &'a mut HashMap<u64, OpenGroup>,
 }
 
 /// A group of record stubs this apply call is still adding to.
-#[derive(Default)]
 pub struct OpenGroup {
+    project: String,
     stubs: Vec<RecordStub>,
-    /// Length of the value last written for it in this batch (0: none yet).
-    stored_len: usize,
+}
+
+/// Writes every group the apply call left open; call once, after its last command.
+pub fn close_groups(
+    view: &mut SmView,
+    open_groups: &mut HashMap<u64, OpenGroup>,
+    writer: &mut SmWriter<'_>,
+) -> Result<(), CodecError> {
+    for (inc, group) in open_groups.drain() {
+        // A project deleted later in the call dropped its group (see `delete_project`).
+        let Some(p) = view.projects.get_mut(&group.project) else {
+            continue;
+        };
+        let p = Arc::make_mut(p);
+        if p.meta.incarnation == inc {
+            write_group(p, &group.stubs, writer)?;
+        }
+    }
+    Ok(())
+}
+
+/// Stores a closed group of stubs under its first version (a new key: nothing to replace).
+fn write_group(
+    p: &mut ProjectState,
+    stubs: &[RecordStub],
+    writer: &mut SmWriter<'_>,
+) -> Result<(), CodecError> {
+    let Some(first) = stubs.first().map(|s| s.version) else {
+        return Ok(());
+    };
+    let value = records::encode_group(stubs)?;
+    writer.put_value_known(&keys::version(p.meta.incarnation, first), &value, 0)?;
+    let chunks = chunk_count_of_len(value.len());
+    if chunks > 0 {
+        p.chunked_records.insert(first, chunks);
+    }
+    Ok(())
 }
 
 pub fn apply_command(
@@ -156,25 +193,17 @@ fn apply_commit(
         log_index: at.0,
         position: at.1,
     };
-    let group = ctx.open_groups.entry(inc).or_default();
+    let group = ctx.open_groups.entry(inc).or_insert_with(|| OpenGroup {
+        project: cmd.project.clone(),
+        stubs: Vec::new(),
+    });
     let follows = group.stubs.last().and_then(|s| s.version.checked_add(1)) == Some(version);
     if !follows || group.stubs.len() >= records::GROUP_MAX {
-        *group = OpenGroup::default();
+        write_group(p, &group.stubs, ctx.writer)?;
+        group.stubs.clear();
     }
     group.stubs.push(stub);
     let first = group.stubs[0].version;
-    // Rewritten in the batch as commits join it: the chunks of what it replaces are known.
-    let value = records::encode_group(&group.stubs)?;
-    ctx.writer.put_value_known(
-        &keys::version(inc, first),
-        &value,
-        chunk_count_of_len(group.stored_len),
-    )?;
-    if chunk_count_of_len(value.len()) > 0 {
-        p.chunked_records
-            .insert(first, chunk_count_of_len(value.len()));
-    }
-    group.stored_len = value.len();
     p.stub_groups.insert(
         first,
         GroupSpan {
@@ -362,6 +391,8 @@ fn delete_project(
         return Ok(CommandOutcome::UnknownProject { project: name });
     };
     let inc = p.meta.incarnation;
+    // Its records go below; a group still open in this call must not be written after that.
+    ctx.open_groups.remove(&inc);
     for key in p.entities.keys() {
         ctx.writer.remove_value(&keys::entity(inc, key))?;
     }

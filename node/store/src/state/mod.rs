@@ -370,6 +370,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             return Ok(outcomes);
         };
         let encode_err = |e: codec::CodecError| StorageIOError::apply(last, &e);
+        apply::close_groups(&mut view, &mut open_groups, &mut writer).map_err(encode_err)?;
         writer.insert(
             keys::APPLIED,
             codec::encode(&view.last_applied).map_err(encode_err)?,

@@ -41,12 +41,12 @@ proptest! {
 
     #[test]
     fn incremental_digest_equals_full_recompute(
-        commits in prop::collection::vec(prop::collection::vec(op(), 0..5), 1..25),
+        commits in prop::collection::vec(prop::collection::vec(op(), 0..5), 1..80),
         history_limit in prop_oneof![1u64..5, Just(10_000)],
         reopened_limit in 1u64..5,
         // Commits per apply call, as entries of their own or as one CommitBatch: the stubs of
-        // one call share stored groups (`state::records`).
-        per_apply in 1usize..6,
+        // one call share stored groups (`state::records`), which close at GROUP_MAX (32).
+        per_apply in prop_oneof![1usize..6, 30usize..40],
         as_batch in any::<bool>(),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

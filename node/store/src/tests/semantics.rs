@@ -400,6 +400,35 @@ async fn applied_changes_are_published_in_order_and_the_watch_moves() {
     assert!(rx.try_recv().is_err());
 }
 
+/// Record stubs are written once per group, at the end of the apply call (`state::apply`): a
+/// project deleted later in the same call must leave none of them behind.
+#[tokio::test]
+async fn a_project_created_committed_to_and_deleted_in_one_call_leaves_no_keys() {
+    let mut h = Harness::new().await;
+    let baseline = h.sm.stored_key_count();
+    let mut commands = vec![Command::CreateProject {
+        name: "p".into(),
+        time_ms: 0,
+    }];
+    commands.extend(
+        (0..40)
+            .map(|i| Command::Commit(commit("p", vec![gate(&format!("g{i}"), json!(i))], vec![]))),
+    );
+    commands.push(Command::DeleteProject {
+        name: "p".into(),
+        time_ms: 0,
+    });
+    let outcomes = h.apply(commands).await;
+    assert_eq!(
+        outcomes.last(),
+        Some(&CommandOutcome::ProjectDeleted {
+            project: "p".into()
+        })
+    );
+    assert!(h.sm.head("p").is_none());
+    assert_eq!(h.sm.stored_key_count(), baseline);
+}
+
 #[tokio::test]
 async fn readers_keep_their_copy_while_applies_go_on() {
     let mut h = Harness::new().await;
