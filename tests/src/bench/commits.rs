@@ -248,6 +248,33 @@ pub async fn load_entities(
     Ok(version)
 }
 
+/// Waits (bounded by `timeout`) until every node in `clients` has applied `version` of project
+/// `default`. A commit is acknowledged once a majority has it, so a node may still be applying
+/// a bulk load (megabytes to hash and store) when the next measurement starts; this rules that
+/// out. Returns how long it took.
+pub async fn wait_all_applied(
+    clients: &mut [Admin],
+    version: u64,
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
+    let started = std::time::Instant::now();
+    for client in clients.iter_mut() {
+        let left = timeout.saturating_sub(started.elapsed());
+        let mut r = tonic::Request::new(pb::ListHistoryRequest {
+            project: "default".into(),
+            from_version: version,
+            limit: 1,
+            min_version: Some(version),
+        });
+        r.set_timeout(left.max(Duration::from_millis(1)));
+        client
+            .list_history(r)
+            .await
+            .map_err(|s| anyhow!("waiting for version {version} on every node: {s}"))?;
+    }
+    Ok(started.elapsed())
+}
+
 /// The number of entities in project `default` as node `client` sees it.
 pub async fn entity_count(client: &mut Admin) -> anyhow::Result<u64> {
     let mut r = tonic::Request::new(pb::GetRulesetRequest {

@@ -106,6 +106,26 @@ async fn run(args: Args) -> anyhow::Result<Vec<Row>> {
                 "loaded in {:.1?}: project holds {held} entities",
                 started.elapsed()
             );
+            // A tiny commit after the load: once every node has applied it, none is still
+            // applying the load when the measurements start (seen: they all have it within a
+            // few milliseconds of the linearizable read above).
+            let rid = commits::request_id("settle");
+            let (settle, _) = commits::commit_once(
+                &mut admin,
+                commits::gate_upsert("settle", commits::sized_gate_json(&rid, 64), rid),
+            )
+            .await
+            .map_err(|s| anyhow::anyhow!("commit after the load: {s}"))?;
+            let mut every = c
+                .ids()
+                .into_iter()
+                .map(|id| cluster::admin_connection(&c, id))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let waited =
+                commits::wait_all_applied(&mut every, settle.version, SETTLE_TIMEOUT).await?;
+            progress!(
+                "every node applied the load {waited:.1?} after the last load commit returned"
+            );
             rows.push(
                 Row::new(
                     &format!("load ({label})"),
@@ -283,6 +303,9 @@ fn p_row(bench: &str, metric: &str, s: &mut Samples, p: f64) -> Row {
 fn ratio(a: Duration, b: Duration) -> f64 {
     a.as_secs_f64() / b.as_secs_f64().max(1e-12)
 }
+
+/// Longest every node may take to apply the load once it is acknowledged.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Longest the throughput warm-up may take.
 const MAX_WARMUP: Duration = Duration::from_secs(60);
