@@ -342,6 +342,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut changes = Vec::new();
         let mut outcomes = Vec::new();
         let mut last = None;
+        let mut membership_changed = false;
         let mut open_groups = HashMap::new();
         for entry in entries {
             let log_id = entry.log_id;
@@ -351,6 +352,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Blank => CommandOutcome::MembershipChanged,
                 EntryPayload::Membership(m) => {
                     view.membership = StoredMembership::new(Some(log_id), m);
+                    membership_changed = true;
                     CommandOutcome::MembershipChanged
                 }
                 EntryPayload::Normal(command) => {
@@ -375,10 +377,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             keys::APPLIED,
             codec::encode(&view.last_applied).map_err(encode_err)?,
         );
-        writer.insert(
-            keys::MEMBERSHIP,
-            codec::encode(&view.membership).map_err(encode_err)?,
-        );
+        // Stored only when a membership entry changed it: every sled insert is a leaf update,
+        // and normal entries leave it as it is.
+        if membership_changed {
+            writer.insert(
+                keys::MEMBERSHIP,
+                codec::encode(&view.membership).map_err(encode_err)?,
+            );
+        }
         self.shared
             .tree
             .apply_batch(writer.into_batch())
