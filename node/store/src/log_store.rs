@@ -439,8 +439,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             let raw = codec::encode(&entry)
                 .map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
+            let size = raw.len();
             encoded.push((keys::log_entry(entry.log_id.index), raw));
-            written.push((entry, encoded.last().map_or(0, |(_, raw)| raw.len())));
+            written.push((entry, size));
         }
         // One entry (the usual append: a group-commit entry) is a plain insert. sled makes a
         // batch atomic by first writing out its current IO buffer (`pin_log` rolls it): one more

@@ -43,7 +43,8 @@ pub fn close_groups(
     writer: &mut SmWriter<'_>,
 ) -> Result<(), CodecError> {
     for (inc, group) in open_groups.drain() {
-        // A project deleted later in the call dropped its group (see `delete_project`).
+        // A project deleted later in the call (and perhaps created again, as a new incarnation)
+        // took its records with it: its group is not written.
         let Some(p) = view.projects.get_mut(&group.project) else {
             continue;
         };
@@ -391,8 +392,6 @@ fn delete_project(
         return Ok(CommandOutcome::UnknownProject { project: name });
     };
     let inc = p.meta.incarnation;
-    // Its records go below; a group still open in this call must not be written after that.
-    ctx.open_groups.remove(&inc);
     for key in p.entities.keys() {
         ctx.writer.remove_value(&keys::entity(inc, key))?;
     }

@@ -401,7 +401,8 @@ async fn applied_changes_are_published_in_order_and_the_watch_moves() {
 }
 
 /// Record stubs are written once per group, at the end of the apply call (`state::apply`): a
-/// project deleted later in the same call must leave none of them behind.
+/// project deleted later in the same call must leave none of them behind, also when it is
+/// created again in that call.
 #[tokio::test]
 async fn a_project_created_committed_to_and_deleted_in_one_call_leaves_no_keys() {
     let mut h = Harness::new().await;
@@ -427,6 +428,33 @@ async fn a_project_created_committed_to_and_deleted_in_one_call_leaves_no_keys()
     );
     assert!(h.sm.head("p").is_none());
     assert_eq!(h.sm.stored_key_count(), baseline);
+
+    // The same again, then the project created anew in that call: the new incarnation starts
+    // empty, with none of the old one's records.
+    let mut commands = vec![Command::CreateProject {
+        name: "p".into(),
+        time_ms: 0,
+    }];
+    commands.extend(
+        (0..5)
+            .map(|i| Command::Commit(commit("p", vec![gate(&format!("g{i}"), json!(i))], vec![]))),
+    );
+    commands.push(Command::DeleteProject {
+        name: "p".into(),
+        time_ms: 0,
+    });
+    commands.push(Command::CreateProject {
+        name: "p".into(),
+        time_ms: 0,
+    });
+    h.apply(commands).await;
+    assert_eq!(h.sm.head("p").map(|head| head.version), Some(0));
+    assert!(h.sm.history("p", 0, 10).unwrap().is_empty());
+    assert_eq!(
+        h.sm.stored_key_count(),
+        baseline + 1,
+        "only the new project's head"
+    );
 }
 
 #[tokio::test]
