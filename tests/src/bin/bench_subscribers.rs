@@ -1,12 +1,16 @@
 //! `bench_subscribers`: many `flagraft.v1` WebSocket subscribers spread over a
 //! three-node release cluster. Measures the time from a commit's
-//! acknowledgement until the last subscriber has it, the idle memory per
-//! subscriber on a node, and how long the subscribers of a killed node take to
+//! acknowledgement until the last subscriber has it (first with commits at a
+//! steady rate, `--rate` per second, then with each commit right after the
+//! previous one reached everyone), the idle memory per subscriber on a node, and how long the subscribers of a killed node take to
 //! be back and current.
 //!
 //! ```text
-//! bench_subscribers [--quick] [--tsv] [--subscribers 10000] [--commits 200]
+//! bench_subscribers [--quick] [--tsv] [--subscribers 10000] [--commits 200] [--rate 5]
 //! ```
+//! Back to back, each fan-out overlaps the tail of the previous one: the
+//! subscribers' delayed ACKs for it (40 ms after receipt), which share this
+//! machine's kernel with the nodes and can overflow its loopback backlog.
 //! Needs about subscribers + 1000 file descriptors (`ulimit -n`).
 
 use anyhow::{anyhow, Context};
@@ -51,6 +55,9 @@ struct Args {
     /// Print every commit's fan-out time (to stderr), with when it happened.
     #[arg(long)]
     print_samples: bool,
+    /// Commits per second in the paced phase (a second phase runs them back to back).
+    #[arg(long, default_value_t = 5.0)]
+    rate: f64,
 }
 
 fn main() {
@@ -116,6 +123,10 @@ async fn run(args: Args) -> anyhow::Result<Vec<Row>> {
         .unwrap_or(if quick { 1000 } else { 10_000 });
     let commits = args.commits.unwrap_or(if quick { 50 } else { 200 });
     progress!("subscribers: fresh 3-node cluster with a stream key, {total} subscribers");
+    let pace = Duration::try_from_secs_f64(1.0 / args.rate)
+        .ok()
+        .filter(|p| !p.is_zero())
+        .ok_or_else(|| anyhow!("--rate must be a positive number of commits per second"))?;
     let c = cluster::start(Some(KEY)).await?;
     let ids = c.ids();
     let leader = c
@@ -152,6 +163,7 @@ async fn run(args: Args) -> anyhow::Result<Vec<Row>> {
         connect_started,
         &commit,
         args.print_samples,
+        pace,
     )
     .await;
     let f = fleet.fleet.clone();
@@ -187,6 +199,7 @@ async fn measure(
     connect_started: Instant,
     commit: &dyn Fn(usize) -> flagraft_proto::admin::v1::CommitRequest,
     print_samples: bool,
+    pace: Duration,
 ) -> anyhow::Result<Vec<Row>> {
     let bench = format!("{total} subscribers");
     let mut rows = Vec::new();
@@ -223,7 +236,123 @@ async fn measure(
             )),
     );
 
-    progress!("fan-out: {commits} commits, one at a time, through leader {leader}");
+    let phases = [
+        (Pace::Rate(pace), bench.clone()),
+        (Pace::BackToBack, format!("{bench}, back to back")),
+    ];
+    for (n, (pace, label)) in phases.into_iter().enumerate() {
+        rows.extend(
+            fan_out(
+                c,
+                fleet,
+                admin,
+                leader,
+                &label,
+                pace,
+                commits,
+                1 + n * commits,
+                commit,
+                print_samples,
+            )
+            .await?,
+        );
+    }
+
+    tokio::time::sleep(SETTLE).await;
+    let rss_after = rss_all(c)?;
+    let after = per_subscriber_kib(rss_before, &rss_after, &counts);
+    let mean_after = after.iter().map(|x| x.2).sum::<f64>() / after.len().max(1) as f64;
+    rows.push(
+        Row::new(
+            &bench,
+            "memory per subscriber after the commits",
+            mean_after,
+            "KiB",
+        )
+        .note("RSS growth since before connecting / subscribers"),
+    );
+
+    // Kill a follower that holds subscribers; they must reconnect elsewhere
+    // and resume. One commit right after the kill is what "current" means.
+    let counts = fleet.fleet.per_node();
+    let victim = c
+        .ids()
+        .into_iter()
+        .filter(|&id| id != leader)
+        .max_by_key(|id| counts.get(id).copied().unwrap_or(0))
+        .ok_or_else(|| anyhow!("no follower"))?;
+    let moved = counts.get(&victim).copied().unwrap_or(0);
+    progress!("killing follower node {victim} with {moved} subscribers");
+    let overflows = cluster::listen_overflows();
+    let killed_at = Instant::now();
+    c.kill9(victim);
+    let (resp, _) = commit_once(admin, commit(2 * commits + 1))
+        .await
+        .map_err(|s| anyhow!("commit after the kill: {s}"))?;
+    let reached = fleet
+        .all_reached(resp.version, RECOVERY_TIMEOUT)
+        .await
+        .ok_or_else(|| {
+            anyhow!(
+                "after killing node {victim}: {} of {total} subscribers reached version {} in {RECOVERY_TIMEOUT:?}",
+                fleet.fleet.at_least(resp.version),
+                resp.version
+            )
+        })?;
+    wait_synced(fleet, resp.version, RECOVERY_TIMEOUT).await?;
+    let back = killed_at.elapsed();
+    let overflowed = cluster::listen_overflows()
+        .zip(overflows)
+        .map_or("?".to_string(), |(a, b)| a.saturating_sub(b).to_string());
+    let current = reached.saturating_duration_since(killed_at);
+    progress!("all current after {current:.0?}, all reconnected and synced after {back:.0?}");
+    rows.push(
+        Row::new(&bench, "follower killed: all back and current", ms(back.max(current)), "ms").note(format!(
+            "{moved} subscribers of node {victim} moved; all at the post-kill version after {:.0} ms; {overflowed} connections dropped by full listen queues meanwhile",
+            ms(current)
+        )),
+    );
+    Ok(rows)
+}
+
+/// How the fan-out phase spaces its commits.
+#[derive(Clone, Copy, Debug)]
+enum Pace {
+    /// Open loop: one commit per period, whatever the previous one's fan-out took.
+    Rate(Duration),
+    /// Each commit right after the previous one reached every subscriber.
+    BackToBack,
+}
+
+impl Pace {
+    fn describe(self) -> String {
+        match self {
+            Pace::Rate(p) => format!("one commit every {} ms", p.as_millis()),
+            Pace::BackToBack => "commits back to back".to_string(),
+        }
+    }
+}
+
+/// One fan-out phase: `commits` commits through the leader, each timed from its
+/// ack until the last subscriber has it.
+#[allow(clippy::too_many_arguments)]
+async fn fan_out(
+    c: &Cluster,
+    fleet: &mut FleetHandle,
+    admin: &mut flagraft_cluster_tests::Admin,
+    leader: u64,
+    bench: &str,
+    pace: Pace,
+    commits: usize,
+    first_commit: usize,
+    commit: &dyn Fn(usize) -> flagraft_proto::admin::v1::CommitRequest,
+    print_samples: bool,
+) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    progress!(
+        "fan-out, {}: {commits} commits through leader {leader}",
+        pace.describe()
+    );
     let mut fanout = Samples::with_capacity(commits);
     // Per node: ack -> its last subscriber has it. And ack -> the later follower's first
     // subscriber has it (the commit has reached, and been applied on, both followers).
@@ -236,8 +365,14 @@ async fn measure(
     let drops = cluster::backlog_drops();
     let probes = cluster::tcp_loss_probes();
     let fanout_started = Instant::now();
+    let mut next_start = tokio::time::Instant::now();
     for i in 0..commits {
-        let (resp, rtt) = commit_once(admin, commit(i + 1))
+        if let Pace::Rate(period) = pace {
+            // Open loop: commit i starts at i periods (or at once when fan-out ran late).
+            tokio::time::sleep_until(next_start).await;
+            next_start += period;
+        }
+        let (resp, rtt) = commit_once(admin, commit(first_commit + i))
             .await
             .map_err(|s| anyhow!("commit {i}: {s}"))?;
         let acked = Instant::now();
@@ -246,9 +381,10 @@ async fn measure(
             .await
             .ok_or_else(|| {
                 anyhow!(
-                    "version {} did not reach every subscriber within {FANOUT_TIMEOUT:?} ({} of {total})",
+                    "version {} did not reach every subscriber within {FANOUT_TIMEOUT:?} ({} of {})",
                     resp.version,
-                    fleet.fleet.at_least(resp.version)
+                    fleet.fleet.at_least(resp.version),
+                    fleet.fleet.total()
                 )
             })?;
         if all < acked {
@@ -306,22 +442,23 @@ async fn measure(
     let p = |s: &mut Samples, q: f64| s.percentile(q).map_or(f64::NAN, ms);
     let what = "commit ack -> last subscriber has it";
     let note = format!(
-        "n={commits}, ~2 KiB entity per commit; {before_ack} reached all before the ack (counted as 0)"
+        "n={commits}, ~2 KiB entity per commit, {}; {before_ack} reached all before the ack (counted as 0)",
+        pace.describe()
     );
-    rows.push(Row::new(&bench, &format!("{what} p50"), p(&mut fanout, 50.0), "ms").note(note));
+    rows.push(Row::new(bench, &format!("{what} p50"), p(&mut fanout, 50.0), "ms").note(note));
     rows.push(
-        Row::new(&bench, &format!("{what} p99"), p(&mut fanout, 99.0), "ms")
+        Row::new(bench, &format!("{what} p99"), p(&mut fanout, 99.0), "ms")
             .target(Target::AtMost(100.0)),
     );
     rows.push(Row::new(
-        &bench,
+        bench,
         &format!("{what} max"),
         p(&mut fanout, 100.0),
         "ms",
     ));
     rows.push(
         Row::new(
-            &bench,
+            bench,
             "ack -> both followers delivering p50",
             p(&mut followers_start, 50.0),
             "ms",
@@ -339,7 +476,7 @@ async fn measure(
         };
         rows.push(
             Row::new(
-                &bench,
+                bench,
                 &format!("ack -> last subscriber of node {node} p50"),
                 p(last, 50.0),
                 "ms",
@@ -351,7 +488,7 @@ async fn measure(
     let busy = |d: Duration| d.as_secs_f64() * 100.0 / fanout_elapsed.as_secs_f64().max(1e-9);
     rows.push(
         Row::new(
-            &bench,
+            bench,
             "fan-out CPU per commit: nodes",
             per_commit(nodes_cpu),
             "ms",
@@ -363,7 +500,7 @@ async fn measure(
     );
     rows.push(
         Row::new(
-            &bench,
+            bench,
             "fan-out CPU per commit: bench subscribers",
             per_commit(own_cpu),
             "ms",
@@ -376,19 +513,19 @@ async fn measure(
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     rows.push(
         Row::new(
-            &bench,
+            bench,
             "fan-out CPU floor on idle cores",
             per_commit(nodes_cpu + own_cpu) / cores as f64,
             "ms",
         )
         .note(format!(
-            "(nodes + bench) CPU per commit / {cores} cores: no schedule delivers to all faster on this machine"
+            "(nodes + bench) CPU per commit / {cores} cores: back to back, no schedule delivers to all faster on this machine; paced, the heartbeats and ACKs between commits count too"
         )),
     );
 
     rows.push(
         Row::new(
-            &bench,
+            bench,
             "fan-out: node threads waiting for a CPU",
             busy(nodes_wait),
             "%",
@@ -404,7 +541,7 @@ async fn measure(
     let count = |n: Option<u64>| n.map_or(f64::NAN, |n| n as f64);
     rows.push(
         Row::new(
-            &bench,
+            bench,
             "fan-out: packets dropped by a full loopback backlog",
             count(drops),
             "",
@@ -412,61 +549,6 @@ async fn measure(
         .note(format!(
             "machine-wide (/proc/net/softnet_stat) during the commits; TCP loss probes meanwhile: {}; a dropped delta shows as a max of 200+ ms",
             probes.map_or("?".to_string(), |n| n.to_string())
-        )),
-    );
-
-    tokio::time::sleep(SETTLE).await;
-    let rss_after = rss_all(c)?;
-    let after = per_subscriber_kib(rss_before, &rss_after, &counts);
-    let mean_after = after.iter().map(|x| x.2).sum::<f64>() / after.len().max(1) as f64;
-    rows.push(
-        Row::new(
-            &bench,
-            "memory per subscriber after the commits",
-            mean_after,
-            "KiB",
-        )
-        .note("RSS growth since before connecting / subscribers"),
-    );
-
-    // Kill a follower that holds subscribers; they must reconnect elsewhere
-    // and resume. One commit right after the kill is what "current" means.
-    let counts = fleet.fleet.per_node();
-    let victim = c
-        .ids()
-        .into_iter()
-        .filter(|&id| id != leader)
-        .max_by_key(|id| counts.get(id).copied().unwrap_or(0))
-        .ok_or_else(|| anyhow!("no follower"))?;
-    let moved = counts.get(&victim).copied().unwrap_or(0);
-    progress!("killing follower node {victim} with {moved} subscribers");
-    let overflows = cluster::listen_overflows();
-    let killed_at = Instant::now();
-    c.kill9(victim);
-    let (resp, _) = commit_once(admin, commit(commits + 1))
-        .await
-        .map_err(|s| anyhow!("commit after the kill: {s}"))?;
-    let reached = fleet
-        .all_reached(resp.version, RECOVERY_TIMEOUT)
-        .await
-        .ok_or_else(|| {
-            anyhow!(
-                "after killing node {victim}: {} of {total} subscribers reached version {} in {RECOVERY_TIMEOUT:?}",
-                fleet.fleet.at_least(resp.version),
-                resp.version
-            )
-        })?;
-    wait_synced(fleet, resp.version, RECOVERY_TIMEOUT).await?;
-    let back = killed_at.elapsed();
-    let overflowed = cluster::listen_overflows()
-        .zip(overflows)
-        .map_or("?".to_string(), |(a, b)| a.saturating_sub(b).to_string());
-    let current = reached.saturating_duration_since(killed_at);
-    progress!("all current after {current:.0?}, all reconnected and synced after {back:.0?}");
-    rows.push(
-        Row::new(&bench, "follower killed: all back and current", ms(back.max(current)), "ms").note(format!(
-            "{moved} subscribers of node {victim} moved; all at the post-kill version after {:.0} ms; {overflowed} connections dropped by full listen queues meanwhile",
-            ms(current)
         )),
     );
     Ok(rows)
