@@ -32,6 +32,8 @@ pub const REQUEST: u8 = b'r';
 /// version, so the index was redundant (two more sled writes per commit). Removed at open.
 pub const LEGACY_REQUEST_BY_VERSION: u8 = b'q';
 pub const API_KEY: u8 = b'k';
+/// The last small apply call's writes (`state::redo`); sorts after every other key.
+pub const REDO: &[u8] = b"\xffredo";
 
 pub fn api_key(id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + id.len());

@@ -26,6 +26,7 @@
 //!                                            (only for ids whose record is compacted)
 //!                   k <key id>            -> bincode ApiKey {id, project, kind, sha256, ...}
 //!                   c <key> <i:u32 BE>    -> chunk i of a large x or v value
+//!                   0xFF "redo"           -> the last small apply call's writes (`state::redo`)
 //! ```
 //!
 //! x and v values are "heads": `0x00 ++ bytes` when at most 4 KiB, else `0x01 ++ count:u32`
@@ -115,15 +116,20 @@
 //!   it). An append of one entry is a plain insert, of several one atomic batch.
 //!   `save_vote` and `truncate` flush before returning. `purge` writes its marker and removals in
 //!   one atomic batch; it removes no entry at or after the state machine's pin (the oldest entry
-//!   a retained record stub names), which is set after the applied batch that moved it, so a
+//!   a retained record stub names), which is set after the apply call that moved it, so a
 //!   crash recovers either both the compaction and the removal or neither (sled recovers a
 //!   prefix). Reads start after the purge marker, so kept entries are not part of the log. The newest entries are also kept decoded in memory (`log_cache.rs`) for
 //!   replication and apply; the cache is filled only after sled has an entry and cut before a
 //!   truncation, so it never holds what sled does not.
-//! - State machine: each `apply` call writes all its effects (entities, records, request ids,
-//!   project heads, last applied, membership) in ONE atomic sled batch of one tree, then swaps the
-//!   in-memory view. It is not flushed per apply: after a crash sled recovers a prefix of its
-//!   writes (batches are atomic), so the state machine is at some earlier last-applied with
+//! - State machine: each `apply` call makes all its effects (entities, records, request ids,
+//!   project heads, last applied, membership) atomically, then swaps the in-memory view. A
+//!   call whose writes encode to at most 64 KiB (one commit's, typically) first stores them all
+//!   as one redo record, then makes them one by one as plain inserts and removals; `open`
+//!   replays the record before it reads anything, which completes a call a crash cut short
+//!   (`state::redo`). A larger call is one sled batch that also drops the record. A sled batch
+//!   costs one or two jobs of sled's IO pool (each waking every idle pool thread) and a global
+//!   write lock; the redo record costs neither. It is not flushed per apply: after a crash sled
+//!   recovers a prefix of its writes, so the state machine is at some earlier last-applied with
 //!   matching state, and openraft re-applies the rest from the durable log (committed index is
 //!   saved too). Log entries above that point can only be purged after a snapshot, and
 //!   `build_snapshot` flushes sled before it reports the snapshot, `install_snapshot` flushes

@@ -3,6 +3,7 @@
 use super::apply::parse_entity_value;
 use super::model::{ProjectMeta, ProjectState, RequestEntry, RequestId, SmView};
 use super::records::{self, GroupSpan, Resolver, StoredRecord, Unresolved};
+use super::redo;
 use super::values;
 use crate::body::Body;
 use crate::codec;
@@ -34,6 +35,8 @@ pub async fn load_or_init(
         db.flush_async().await?;
         return Ok(view);
     }
+    // Before any read: a crash may have cut the last apply call short.
+    redo::replay(tree)?;
     let view = load(tree, log, dir)?;
     remove_legacy_request_index(tree)?;
     Ok(view)
