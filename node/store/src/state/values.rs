@@ -76,11 +76,11 @@ fn chunk_count_of_head(head: &[u8]) -> Result<u32, CodecError> {
 pub struct SmWriter<'a> {
     tree: &'a sled::Tree,
     /// The writes, by key (a later write of a key replaces an earlier one, as in a sled batch).
-    batch: Writes,
-    /// Chunk counts of big values already written or removed in this batch (sled does not see
-    /// the batch until it is applied).
+    writes: Writes,
+    /// Chunk counts of big values already written or removed here (sled does not see the
+    /// writes until they are committed).
     chunks: HashMap<Vec<u8>, u32>,
-    /// Everything in the tree is being removed by this batch: old values have no chunks left.
+    /// Everything in the tree is being removed by these writes: old values have no chunks left.
     cleared: bool,
 }
 
@@ -88,7 +88,7 @@ impl<'a> SmWriter<'a> {
     pub fn new(tree: &'a sled::Tree) -> Self {
         SmWriter {
             tree,
-            batch: Writes::new(),
+            writes: Writes::new(),
             chunks: HashMap::new(),
             cleared: false,
         }
@@ -97,7 +97,7 @@ impl<'a> SmWriter<'a> {
     /// Removes every key of the tree (for installing a snapshot).
     pub fn clear_all(&mut self) -> Result<(), CodecError> {
         for key in self.tree.iter().keys() {
-            self.batch.insert(key?.to_vec(), None);
+            self.writes.insert(key?.to_vec(), None);
         }
         self.chunks.clear();
         self.cleared = true;
@@ -106,12 +106,12 @@ impl<'a> SmWriter<'a> {
 
     /// A small value (heads, counters) stored as is.
     pub fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
-        self.batch
+        self.writes
             .insert(key.as_ref().to_vec(), Some(value.as_ref().to_vec()));
     }
 
     pub fn remove(&mut self, key: impl AsRef<[u8]>) {
-        self.batch.insert(key.as_ref().to_vec(), None);
+        self.writes.insert(key.as_ref().to_vec(), None);
     }
 
     fn chunk_count(&self, key: &[u8]) -> Result<u32, CodecError> {
@@ -151,21 +151,21 @@ impl<'a> SmWriter<'a> {
             let mut head = Vec::with_capacity(1 + bytes.len());
             head.push(INLINE);
             head.extend_from_slice(bytes);
-            self.batch.insert(key.to_vec(), Some(head));
+            self.writes.insert(key.to_vec(), Some(head));
             0
         } else {
             let mut n = 0u32;
             for piece in bytes.chunks(CHUNK) {
-                self.batch.insert(chunk_key(key, n), Some(piece.to_vec()));
+                self.writes.insert(chunk_key(key, n), Some(piece.to_vec()));
                 n += 1;
             }
             let mut head = vec![CHUNKED];
             head.extend_from_slice(&n.to_be_bytes());
-            self.batch.insert(key.to_vec(), Some(head));
+            self.writes.insert(key.to_vec(), Some(head));
             n
         };
         for i in new..old {
-            self.batch.insert(chunk_key(key, i), None);
+            self.writes.insert(chunk_key(key, i), None);
         }
         self.chunks.insert(key.to_vec(), new);
         Ok(())
@@ -185,16 +185,16 @@ impl<'a> SmWriter<'a> {
 
     fn remove_value_over(&mut self, key: &[u8], old: u32) {
         for i in 0..old {
-            self.batch.insert(chunk_key(key, i), None);
+            self.writes.insert(chunk_key(key, i), None);
         }
-        self.batch.insert(key.to_vec(), None);
+        self.writes.insert(key.to_vec(), None);
         self.chunks.insert(key.to_vec(), 0);
     }
 
     /// The writes as one sled batch, which also drops the redo record (see [`redo`]).
     pub fn into_batch(self) -> sled::Batch {
         let mut batch = sled::Batch::default();
-        for (k, v) in self.batch {
+        for (k, v) in self.writes {
             match v {
                 Some(v) => batch.insert(k, v),
                 None => batch.remove(k),
@@ -208,7 +208,7 @@ impl<'a> SmWriter<'a> {
     /// batch (see [`redo`]).
     pub fn commit(self) -> Result<(), CodecError> {
         let size: usize = self
-            .batch
+            .writes
             .iter()
             .map(|(k, v)| redo::write_len(k, v.as_deref()))
             .sum();
@@ -216,7 +216,7 @@ impl<'a> SmWriter<'a> {
             let tree = self.tree;
             tree.apply_batch(self.into_batch())?;
         } else {
-            redo::write_with_record(self.tree, &self.batch, size)?;
+            redo::write_with_record(self.tree, &self.writes, size)?;
         }
         Ok(())
     }
