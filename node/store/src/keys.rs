@@ -7,6 +7,8 @@ pub const IDENTITY: &[u8] = b"identity";
 
 pub const LOG_TREE: &[u8] = b"raft_log";
 pub const SM_TREE: &[u8] = b"state_machine";
+/// Holds one key, [`REDO`]: in a tree of its own, its leaf holds nothing else.
+pub const REDO_TREE: &[u8] = b"state_machine_redo";
 
 // --- log tree ---
 pub const LOG_ENTRY: u8 = b'e';
@@ -21,6 +23,10 @@ pub fn log_entry(index: u64) -> [u8; 9] {
     k
 }
 
+// --- redo tree ---
+/// The last small apply call's writes (`state::redo`).
+pub const REDO: &[u8] = b"r";
+
 // --- state machine tree ---
 pub const APPLIED: &[u8] = b"a";
 pub const MEMBERSHIP: &[u8] = b"b";
@@ -32,8 +38,6 @@ pub const REQUEST: u8 = b'r';
 /// version, so the index was redundant (two more sled writes per commit). Removed at open.
 pub const LEGACY_REQUEST_BY_VERSION: u8 = b'q';
 pub const API_KEY: u8 = b'k';
-/// The last small apply call's writes (`state::redo`); sorts after every other key.
-pub const REDO: &[u8] = b"\xffredo";
 
 pub fn api_key(id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + id.len());

@@ -3,7 +3,7 @@
 //!
 //! # On-disk layout
 //!
-//! `open(dir, ..)` keeps one sled database in `<dir>/sled`. Three trees:
+//! `open(dir, ..)` keeps one sled database in `<dir>/sled`. Four trees:
 //!
 //! ```text
 //! default tree      identity              -> bincode Identity {node_id, cluster}
@@ -26,7 +26,7 @@
 //!                                            (only for ids whose record is compacted)
 //!                   k <key id>            -> bincode ApiKey {id, project, kind, sha256, ...}
 //!                   c <key> <i:u32 BE>    -> chunk i of a large x or v value
-//!                   0xFF "redo"           -> the last small apply call's writes (`state::redo`)
+//! "state_machine_redo"  r                 -> the last small apply call's writes (`state::redo`)
 //! ```
 //!
 //! x and v values are "heads": `0x00 ++ bytes` when at most 4 KiB, else `0x01 ++ count:u32`

@@ -24,6 +24,7 @@ use std::sync::Arc;
 pub async fn load_or_init(
     db: &sled::Db,
     tree: &sled::Tree,
+    redo: &sled::Tree,
     log: &sled::Tree,
     dir: &Path,
 ) -> Result<SmView, StoreError> {
@@ -36,7 +37,7 @@ pub async fn load_or_init(
         return Ok(view);
     }
     // Before any read: a crash may have cut the last apply call short.
-    redo::replay(tree)?;
+    redo::replay(tree, redo)?;
     let view = load(tree, log, dir)?;
     remove_legacy_request_index(tree)?;
     Ok(view)

@@ -47,6 +47,8 @@ struct Shared {
     dir: PathBuf,
     db: sled::Db,
     tree: sled::Tree,
+    /// Holds the redo record of the last small apply call (see `redo`).
+    redo: sled::Tree,
     /// The Raft log's tree: stubbed records' bodies are read from its entries.
     log: sled::Tree,
     view: ArcSwap<SmView>,
@@ -80,8 +82,9 @@ impl StateMachineStore {
         purges: Arc<Purges>,
     ) -> Result<Self, StoreError> {
         let tree = db.open_tree(keys::SM_TREE)?;
+        let redo = db.open_tree(keys::REDO_TREE)?;
         let log = db.open_tree(keys::LOG_TREE)?;
-        let view = load::load_or_init(&db, &tree, &log, dir).await?;
+        let view = load::load_or_init(&db, &tree, &redo, &log, dir).await?;
         purges.set_pin(view.pinned_log_index());
         let capacity = config.broadcast_capacity.max(1);
         let (changes, _) = broadcast::channel(capacity);
@@ -92,6 +95,7 @@ impl StateMachineStore {
                 dir: dir.to_path_buf(),
                 db,
                 tree,
+                redo,
                 log,
                 view: ArcSwap::from_pointee(view),
                 config,
@@ -276,9 +280,13 @@ impl StateMachineStore {
     /// Keys in the state machine tree (tests check that nothing leaks).
     #[cfg(test)]
     pub(crate) fn stored_key_count(&self) -> usize {
-        // The redo record is bookkeeping of the last apply call, not state.
-        let redo = self.shared.tree.contains_key(keys::REDO).unwrap_or(false);
-        self.shared.tree.len() - usize::from(redo)
+        self.shared.tree.len()
+    }
+
+    /// The redo tree (tests check that a replayed record is dropped).
+    #[cfg(test)]
+    pub(crate) fn redo_tree_for_tests(&self) -> &sled::Tree {
+        &self.shared.redo
     }
 
     /// The state machine tree itself (tests write what older releases left behind).
@@ -388,7 +396,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 codec::encode(&view.membership).map_err(encode_err)?,
             );
         }
-        writer.commit().map_err(encode_err)?;
+        writer.commit(&self.shared.redo).map_err(encode_err)?;
         // After the writes: a purge that reads the new pin comes after the compactions behind it.
         self.shared.purges.set_pin(view.pinned_log_index());
         self.publish(view, changes);
@@ -431,6 +439,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let write_err = |e: &sled::Error| {
             StorageIOError::write_snapshot(signature.clone(), openraft::AnyError::new(e))
         };
+        // A redo record from before the snapshot must not be replayed over it.
+        redo::clear(&self.shared.redo).map_err(|e| write_err(&e))?;
         self.shared
             .tree
             .apply_batch(batch)

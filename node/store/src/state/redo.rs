@@ -6,8 +6,9 @@
 //! apply call of a single commit paid that for ~5 small writes.
 //!
 //! So a small apply call writes, in this order:
-//! 1. the *redo record*: every write of the call, encoded, as the one value of [`keys::REDO`];
-//! 2. each write on its own (plain `insert` / `remove`).
+//! 1. the *redo record*: every write of the call, encoded, as the one value of the redo tree
+//!    ([`keys::REDO_TREE`], so that no other value shares its leaf);
+//! 2. each write on its own (plain `insert` / `remove`) in the state machine tree.
 //!
 //! sled recovers a prefix of its writes after a crash (in log order). A recovered state that
 //! holds any write of step 2 therefore holds the redo record too, and [`replay`] at open
@@ -16,8 +17,9 @@
 //! call's writes, whose own record replays to the same values.
 //!
 //! A call whose writes encode to more than [`MAX_BYTES`] (a large load, a snapshot install)
-//! still uses one sled batch, which also removes the redo record: a record older than the batch
-//! must never be replayed over it.
+//! still uses one sled batch, and removes the redo record first ([`clear`]): a record older
+//! than the batch must never be replayed over it. A crash between the two leaves the previous
+//! call complete (its writes come before the removal) and nothing to replay.
 //!
 //! ```text
 //! record = write*
@@ -98,13 +100,14 @@ pub fn decode(mut bytes: &[u8]) -> Result<Vec<Write<'_>>, CodecError> {
     Ok(writes)
 }
 
-/// Makes `writes` one by one, after their record (see the module docs).
+/// Makes `writes` in `tree` one by one, after their record in `redo` (see the module docs).
 pub fn write_with_record(
     tree: &sled::Tree,
+    redo: &sled::Tree,
     writes: &Writes,
     size: usize,
 ) -> Result<(), CodecError> {
-    tree.insert(keys::REDO, encode(writes, size)?)?;
+    redo.insert(keys::REDO, encode(writes, size)?)?;
     for (key, value) in writes {
         write_one(tree, key, value.as_deref())?;
     }
@@ -118,17 +121,22 @@ fn write_one(tree: &sled::Tree, key: &[u8], value: Option<&[u8]>) -> Result<(), 
     }
 }
 
-/// At open, before anything reads the tree: completes the last apply call that wrote a record,
+/// Drops the redo record before writes that do not go through it (a sled batch).
+pub fn clear(redo: &sled::Tree) -> Result<(), sled::Error> {
+    redo.remove(keys::REDO).map(drop)
+}
+
+/// At open, before anything reads `tree`: completes the last apply call that wrote a record,
 /// then drops the record. True if there was one.
-pub fn replay(tree: &sled::Tree) -> Result<bool, CodecError> {
-    let Some(record) = tree.get(keys::REDO)? else {
+pub fn replay(tree: &sled::Tree, redo: &sled::Tree) -> Result<bool, CodecError> {
+    let Some(record) = redo.get(keys::REDO)? else {
         return Ok(false);
     };
     for (key, value) in decode(&record)? {
         write_one(tree, key, value)?;
     }
     // After the writes in sled's log: a state that lost them still has the record.
-    tree.remove(keys::REDO)?;
+    clear(redo)?;
     Ok(true)
 }
 
@@ -137,10 +145,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn tree() -> (sled::Db, sled::Tree) {
+    /// A state machine tree and its redo tree.
+    fn trees() -> (sled::Db, sled::Tree, sled::Tree) {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let t = db.open_tree("t").unwrap();
-        (db, t)
+        let r = db.open_tree("r").unwrap();
+        (db, t, r)
     }
 
     fn contents(t: &sled::Tree) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -183,35 +193,35 @@ mod tests {
             call in writes_strategy(),
             cut in 0usize..13,
         ) {
-            let (_a, whole) = tree();
-            let (_b, crashed) = tree();
-            for t in [&whole, &crashed] {
-                write_with_record(t, &before, size(&before)).unwrap();
+            let (_a, whole, whole_redo) = trees();
+            let (_b, crashed, crashed_redo) = trees();
+            for (t, r) in [(&whole, &whole_redo), (&crashed, &crashed_redo)] {
+                write_with_record(t, r, &before, size(&before)).unwrap();
             }
-            write_with_record(&whole, &call, size(&call)).unwrap();
-            whole.remove(keys::REDO).unwrap();
+            write_with_record(&whole, &whole_redo, &call, size(&call)).unwrap();
 
-            crashed.insert(keys::REDO, encode(&call, size(&call)).unwrap()).unwrap();
+            crashed_redo.insert(keys::REDO, encode(&call, size(&call)).unwrap()).unwrap();
             for (key, value) in call.iter().take(cut) {
                 write_one(&crashed, key, value.as_deref()).unwrap();
             }
-            prop_assert!(replay(&crashed).unwrap());
+            prop_assert!(replay(&crashed, &crashed_redo).unwrap());
             prop_assert_eq!(contents(&crashed), contents(&whole));
-            prop_assert!(!replay(&crashed).unwrap(), "the record is gone after a replay");
+            prop_assert!(crashed_redo.is_empty(), "the record is gone after a replay");
+            prop_assert!(!replay(&crashed, &crashed_redo).unwrap());
         }
     }
 
     #[test]
     fn replaying_a_complete_call_changes_nothing_but_drops_its_record() {
-        let (_db, t) = tree();
+        let (_db, t, r) = trees();
         t.insert(b"b", &b"0"[..]).unwrap();
         let call: Writes = [(b"a".to_vec(), Some(b"1".to_vec())), (b"b".to_vec(), None)].into();
-        write_with_record(&t, &call, size(&call)).unwrap();
-        let mut expected = contents(&t);
-        expected.retain(|(k, _)| k.as_slice() != keys::REDO);
-        assert_eq!(expected, vec![(b"a".to_vec(), b"1".to_vec())]);
-        assert!(replay(&t).unwrap());
+        write_with_record(&t, &r, &call, size(&call)).unwrap();
+        let expected = vec![(b"a".to_vec(), b"1".to_vec())];
         assert_eq!(contents(&t), expected);
+        assert!(replay(&t, &r).unwrap());
+        assert_eq!(contents(&t), expected);
+        assert!(r.is_empty());
     }
 
     #[test]

@@ -13,7 +13,6 @@
 
 use super::redo::{self, Writes};
 use crate::codec::CodecError;
-use crate::keys;
 use std::collections::HashMap;
 
 /// Largest inline value and chunk size.
@@ -191,7 +190,7 @@ impl<'a> SmWriter<'a> {
         self.chunks.insert(key.to_vec(), 0);
     }
 
-    /// The writes as one sled batch, which also drops the redo record (see [`redo`]).
+    /// The writes as one sled batch; drop the redo record before applying it ([`redo::clear`]).
     pub fn into_batch(self) -> sled::Batch {
         let mut batch = sled::Batch::default();
         for (k, v) in self.writes {
@@ -200,13 +199,12 @@ impl<'a> SmWriter<'a> {
                 None => batch.remove(k),
             }
         }
-        batch.remove(keys::REDO);
         batch
     }
 
-    /// Makes the writes atomically: after a redo record when they are small, else as one sled
-    /// batch (see [`redo`]).
-    pub fn commit(self) -> Result<(), CodecError> {
+    /// Makes the writes atomically: after a redo record (in `redo`) when they are small, else as
+    /// one sled batch (see [`redo`]).
+    pub fn commit(self, redo: &sled::Tree) -> Result<(), CodecError> {
         let size: usize = self
             .writes
             .iter()
@@ -214,9 +212,10 @@ impl<'a> SmWriter<'a> {
             .sum();
         if self.cleared || size > redo::MAX_BYTES {
             let tree = self.tree;
+            redo::clear(redo)?;
             tree.apply_batch(self.into_batch())?;
         } else {
-            redo::write_with_record(self.tree, &self.writes, size)?;
+            redo::write_with_record(self.tree, redo, &self.writes, size)?;
         }
         Ok(())
     }

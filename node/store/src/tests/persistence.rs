@@ -452,12 +452,11 @@ async fn request_entries_an_earlier_release_stored_are_dropped_at_open() {
     assert_eq!(h.sm.remembered_request("default", "r1"), remembered);
 }
 
-/// The state machine tree's keys and values, the redo record left out.
+/// The state machine tree's keys and values.
 fn tree_contents(h: &Harness) -> Vec<(Vec<u8>, Vec<u8>)> {
     h.sm.tree_for_tests()
         .iter()
         .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
-        .filter(|(k, _)| k.as_slice() != crate::keys::REDO)
         .collect()
 }
 
@@ -537,10 +536,7 @@ async fn an_apply_call_cut_short_after_its_redo_record_is_completed_at_open() {
         let h = h.reopen(config).await;
         assert_eq!(tree_contents(&h), after, "{what}");
         assert!(
-            !h.sm
-                .tree_for_tests()
-                .contains_key(crate::keys::REDO)
-                .unwrap(),
+            h.sm.redo_tree_for_tests().is_empty(),
             "{what}: the record is dropped once replayed"
         );
         assert_eq!(h.sm.projects(), heads, "{what}");
@@ -548,4 +544,40 @@ async fn an_apply_call_cut_short_after_its_redo_record_is_completed_at_open() {
         assert_eq!(h.sm.history("p", 0, 100).unwrap(), history, "{what}");
         assert_eq!(h.sm.last_applied(), applied, "{what}");
     }
+}
+
+/// A call too large for a redo record is one sled batch; the previous call's record must not
+/// be replayed over it at open.
+#[tokio::test]
+async fn a_large_apply_call_after_a_small_one_stays_at_open() {
+    let config = StoreConfig {
+        history_limit: 1,
+        ..StoreConfig::default()
+    };
+    let mut h = Harness::with_config(config.clone()).await;
+    let pad = "x".repeat(2048);
+    let upserts = (0..40)
+        .map(|i| gate(&format!("big{i}"), json!({"i": i, "pad": pad})))
+        .collect();
+    // The bodies go to the log entry; the call writes a stub and heads.
+    h.run(Command::Commit(commit("default", upserts, vec![])))
+        .await;
+    assert!(!h.sm.redo_tree_for_tests().is_empty(), "a small call");
+    // Compacting that record moves its 40 bodies (80 KiB) to their own keys.
+    h.run(Command::Commit(commit(
+        "default",
+        vec![gate("g", json!(1))],
+        vec![],
+    )))
+    .await;
+    assert!(h.sm.redo_tree_for_tests().is_empty(), "a batch");
+    let contents = tree_contents(&h);
+    let heads = h.sm.projects();
+    let applied = h.sm.last_applied();
+    h.sm.flush().await.unwrap();
+
+    let h = h.reopen(config).await;
+    assert_eq!(tree_contents(&h), contents);
+    assert_eq!(h.sm.projects(), heads);
+    assert_eq!(h.sm.last_applied(), applied);
 }

@@ -97,6 +97,10 @@ async fn build_then_install_reproduces_the_state_exactly() {
             .last_log_id,
         a.sm.last_applied()
     );
+    // Durable at once, and what b applied before it (its last redo record) is not replayed
+    // over it at open.
+    let mut b = b.reopen(config.clone()).await;
+    assert_same_state(&a, &b);
 
     // Both go on identically, including idempotency from the carried window.
     b.next_index = a.next_index;
