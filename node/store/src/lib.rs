@@ -61,6 +61,11 @@
 //!   appends as plain inserts (nine pairs, either order): the new binary ahead in eight, by
 //!   2-24% (median ~6%); `write_volume`: state machine 35-40 → 28-31 µs and log 24-25 →
 //!   20-21 µs of CPU per commit.
+//! - → a small apply call as a redo record and plain writes instead of a sled batch: `cargo
+//!   bench -p flagraft-store --bench apply` (mimalloc, two runs each) 82-90 → 58-61 µs per
+//!   apply on a 100-entity project and 108-130 → 80-99 µs on a 10,000-entity one (63-67 → 72-81
+//!   µs on a 1,000-entity one, the one case that got slower); sled's IO threads switch context
+//!   half as often with one committer (~12,000-13,000 → ~6,700 per second per node).
 //!
 //! `examples/write_volume.rs` (32 commits of ~2.3 KB per entry): the state machine's sled writes
 //! per commit went from 15.3-15.9 KB (full records) to 0.2-2.9 KB; the log's are 9.7-9.9 KB.
