@@ -37,7 +37,10 @@ pub async fn load_or_init(
         return Ok(view);
     }
     // Before any read: a crash may have cut the last apply call short.
-    redo::replay(tree, redo)?;
+    redo::replay(tree, redo).map_err(|e| match e {
+        codec::CodecError::Storage(e) => StoreError::Sled(e),
+        e => corrupt(dir, format!("the last apply call's redo record: {e}")),
+    })?;
     let view = load(tree, log, dir)?;
     remove_legacy_request_index(tree)?;
     Ok(view)

@@ -581,3 +581,49 @@ async fn a_large_apply_call_after_a_small_one_stays_at_open() {
     assert_eq!(h.sm.projects(), heads);
     assert_eq!(h.sm.last_applied(), applied);
 }
+
+/// A redo record that does not decode stops the open with an error naming the dir, and
+/// changes nothing: the record and the state stay for the operator to inspect.
+#[tokio::test]
+async fn a_corrupt_redo_record_is_an_error_naming_the_dir_and_nothing_is_wiped() {
+    let mut h = Harness::new().await;
+    h.run(Command::Commit(commit(
+        "default",
+        vec![gate("g", json!(1))],
+        vec![],
+    )))
+    .await;
+    let garbage = [1u8, 0, 0, 0, 9, b'k'];
+    h.sm.redo_tree_for_tests()
+        .insert(crate::keys::REDO, &garbage[..])
+        .unwrap();
+    let contents = tree_contents(&h);
+    h.sm.flush().await.unwrap();
+    let Harness { dir, log, sm, .. } = h;
+    drop(log);
+    drop(sm);
+
+    let err = reopen_until_unlocked(dir.path(), &identity(1)).await;
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+    assert!(msg.contains("redo record"), "{msg}");
+
+    let sled_dir = dir.path().join("sled");
+    let db = sled::Config::new()
+        .segment_size(crate::sled_segment_size(&sled_dir))
+        .path(sled_dir)
+        .open()
+        .unwrap();
+    let redo = db.open_tree(crate::keys::REDO_TREE).unwrap();
+    assert_eq!(
+        redo.get(crate::keys::REDO).unwrap().as_deref(),
+        Some(&garbage[..])
+    );
+    let tree = db.open_tree(crate::keys::SM_TREE).unwrap();
+    let after: Vec<_> = tree
+        .iter()
+        .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+        .collect();
+    assert_eq!(after, contents);
+}
