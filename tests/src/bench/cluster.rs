@@ -90,29 +90,73 @@ pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     parse_vm_rss(&text).ok_or_else(|| anyhow!("no VmRSS line in {path}"))
 }
 
-/// CPU time (user + system, all threads) process `pid` has used so far.
-pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+/// CPU time a process (all its threads) has used, in user space and in the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuTime {
+    pub user: Duration,
+    pub system: Duration,
+}
+
+impl CpuTime {
+    pub fn total(self) -> Duration {
+        self.user + self.system
+    }
+
+    /// The CPU time used since `earlier` was read.
+    pub fn since(self, earlier: CpuTime) -> CpuTime {
+        CpuTime {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+
+    /// The kernel's share of the total, in percent (NaN when nothing was used).
+    pub fn system_percent(self) -> f64 {
+        let total = self.total().as_secs_f64();
+        if total > 0.0 {
+            self.system.as_secs_f64() * 100.0 / total
+        } else {
+            f64::NAN
+        }
+    }
+}
+
+impl std::iter::Sum for CpuTime {
+    fn sum<I: Iterator<Item = CpuTime>>(iter: I) -> CpuTime {
+        iter.fold(CpuTime::default(), |a, b| CpuTime {
+            user: a.user + b.user,
+            system: a.system + b.system,
+        })
+    }
+}
+
+/// CPU time process `pid` has used so far.
+pub fn cpu_time(pid: u32) -> anyhow::Result<CpuTime> {
     let path = format!("/proc/{pid}/stat");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let ticks = parse_cpu_ticks(&text).ok_or_else(|| anyhow!("cannot parse {path}"))?;
+    let (user, system) = parse_cpu_ticks(&text).ok_or_else(|| anyhow!("cannot parse {path}"))?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let hz = u64::try_from(hz).ok().filter(|&h| h > 0).unwrap_or(100);
-    Ok(Duration::from_micros(ticks.saturating_mul(1_000_000) / hz))
+    let time = |ticks: u64| Duration::from_micros(ticks.saturating_mul(1_000_000) / hz);
+    Ok(CpuTime {
+        user: time(user),
+        system: time(system),
+    })
 }
 
-/// utime + stime (fields 14 and 15) of a /proc/<pid>/stat line; the command
+/// utime and stime (fields 14 and 15) of a /proc/<pid>/stat line; the command
 /// name (field 2) may contain spaces, so fields are counted after its ')'.
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+fn parse_cpu_ticks(stat: &str) -> Option<(u64, u64)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 /// Total CPU time of every running node of `c`.
-pub fn cluster_cpu_time(c: &Cluster) -> Duration {
+pub fn cluster_cpu_time(c: &Cluster) -> CpuTime {
     c.ids()
         .into_iter()
         .filter_map(|id| c.pid(id))
@@ -218,7 +262,7 @@ mod tests {
     #[test]
     fn cpu_ticks_are_read_after_the_command_name() {
         let stat = "42 (flag raft) S 1 42 42 0 -1 4194560 100 0 0 0 250 30 0 0 20 0 4 0";
-        assert_eq!(parse_cpu_ticks(stat), Some(280));
+        assert_eq!(parse_cpu_ticks(stat), Some((250, 30)));
         assert_eq!(parse_cpu_ticks("garbage"), None);
     }
 
@@ -235,6 +279,36 @@ mod tests {
         // Zero is possible on an idle machine; the call must simply not fail.
         let _ = run_queue_wait(std::process::id());
         assert_eq!(run_queue_wait(u32::MAX), Duration::ZERO);
+    }
+
+    #[test]
+    fn cpu_times_add_subtract_and_give_the_kernel_share() {
+        let ms = Duration::from_millis;
+        let a = CpuTime {
+            user: ms(30),
+            system: ms(10),
+        };
+        let b = CpuTime {
+            user: ms(50),
+            system: ms(70),
+        };
+        let sum: CpuTime = [a, b].into_iter().sum();
+        assert_eq!(
+            sum,
+            CpuTime {
+                user: ms(80),
+                system: ms(80)
+            }
+        );
+        assert_eq!(sum.since(a), b);
+        assert_eq!(
+            a.since(b),
+            CpuTime::default(),
+            "a counter never runs backwards"
+        );
+        assert_eq!(sum.system_percent(), 50.0);
+        assert_eq!(b.total(), ms(120));
+        assert!(CpuTime::default().system_percent().is_nan());
     }
 
     #[test]

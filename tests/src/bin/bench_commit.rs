@@ -225,8 +225,10 @@ async fn run(args: Args) -> anyhow::Result<Vec<Row>> {
                     .target(Target::AtLeast(5000.0))
                     .note(note),
             );
-            let cpu = cluster::cluster_cpu_time(&c).saturating_sub(cpu_before);
-            let own = cluster::cpu_time(std::process::id())?.saturating_sub(own_before);
+            let cpu = cluster::cluster_cpu_time(&c).since(cpu_before).total();
+            let own = cluster::cpu_time(std::process::id())?
+                .since(own_before)
+                .total();
             let waited = cluster::cluster_run_queue_wait(&c).saturating_sub(wait_before);
             rows.push(
                 Row::new(

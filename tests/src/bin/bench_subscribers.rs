@@ -2,15 +2,22 @@
 //! three-node release cluster. Measures the time from a commit's
 //! acknowledgement until the last subscriber has it (first with commits at a
 //! steady rate, `--rate` per second, then with each commit right after the
-//! previous one reached everyone), the idle memory per subscriber on a node, and how long the subscribers of a killed node take to
-//! be back and current.
+//! previous one reached everyone), the idle memory per subscriber on a node,
+//! and how long the subscribers of a killed node take to be back and current.
 //!
 //! ```text
 //! bench_subscribers [--quick] [--tsv] [--subscribers 10000] [--commits 200] [--rate 5]
 //! ```
-//! Back to back, each fan-out overlaps the tail of the previous one: the
-//! subscribers' delayed ACKs for it (40 ms after receipt), which share this
-//! machine's kernel with the nodes and can overflow its loopback backlog.
+//! Everything shares the machine's two cores, and every delta is two loopback
+//! packets (the delta and its subscriber's ACK) that this kernel carries end
+//! to end, for the nodes and for the subscribers. With commits at a steady rate
+//! the subscribers' ACKs go out as the delta arrives (after a quiet gap longer
+//! than the RTO, TCP acknowledges at once), within the node's send. Back to
+//! back they go out from the subscribers' reads (about a third of this
+//! process's CPU). With the CPUs never idle, profiles also show more of the
+//! kernel's network work left to `ksoftirqd`, which waits for a CPU while the
+//! loopback backlog fills. Remote subscribers' kernels would do their half
+//! elsewhere.
 //! Needs about subscribers + 1000 file descriptors (`ulimit -n`).
 
 use anyhow::{anyhow, Context};
@@ -430,8 +437,8 @@ async fn fan_out(
         }
     }
     let fanout_elapsed = fanout_started.elapsed();
-    let nodes_cpu = cluster::cluster_cpu_time(c).saturating_sub(nodes_cpu);
-    let own_cpu = cluster::cpu_time(std::process::id())?.saturating_sub(own_cpu);
+    let nodes_cpu = cluster::cluster_cpu_time(c).since(nodes_cpu);
+    let own_cpu = cluster::cpu_time(std::process::id())?.since(own_cpu);
     let nodes_wait = cluster::cluster_run_queue_wait(c).saturating_sub(nodes_wait);
     let drops = cluster::backlog_drops()
         .zip(drops)
@@ -490,24 +497,26 @@ async fn fan_out(
         Row::new(
             bench,
             "fan-out CPU per commit: nodes",
-            per_commit(nodes_cpu),
+            per_commit(nodes_cpu.total()),
             "ms",
         )
         .note(format!(
-            "user+sys of the 3 nodes during the commits / commits ({:.0}% of one core)",
-            busy(nodes_cpu)
+            "user+sys of the 3 nodes during the commits / commits ({:.0}% of one core; {:.0}% in the kernel)",
+            busy(nodes_cpu.total()),
+            nodes_cpu.system_percent()
         )),
     );
     rows.push(
         Row::new(
             bench,
             "fan-out CPU per commit: bench subscribers",
-            per_commit(own_cpu),
+            per_commit(own_cpu.total()),
             "ms",
         )
         .note(format!(
-            "this process (all subscribers, same 2 cores) ({:.0}% of one core)",
-            busy(own_cpu)
+            "this process (all subscribers, same 2 cores) ({:.0}% of one core; {:.0}% in the kernel)",
+            busy(own_cpu.total()),
+            own_cpu.system_percent()
         )),
     );
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -515,7 +524,7 @@ async fn fan_out(
         Row::new(
             bench,
             "fan-out CPU floor on idle cores",
-            per_commit(nodes_cpu + own_cpu) / cores as f64,
+            per_commit(nodes_cpu.total() + own_cpu.total()) / cores as f64,
             "ms",
         )
         .note(format!(
@@ -534,10 +543,9 @@ async fn fan_out(
             "run-queue wait of all node threads / wall time (schedstat): delay from CPU contention",
         ),
     );
-    // The subscribers share the nodes' kernel here. Their delayed ACKs fire in bursts (one
-    // timer per socket, all armed by the same commit) that can fill a CPU's loopback backlog;
-    // a node's delta dropped there reaches its subscriber only after a TCP loss probe, 200 ms
-    // or more later. Remote subscribers' ACKs arrive through a NIC instead.
+    // With the CPUs busy, the kernel leaves more network work to ksoftirqd, which waits for a
+    // CPU; meanwhile the loopback backlog (netdev_max_backlog packets per CPU) can fill. A delta
+    // dropped there reaches its subscriber only after a TCP loss probe, 200 ms or more later.
     let count = |n: Option<u64>| n.map_or(f64::NAN, |n| n as f64);
     rows.push(
         Row::new(
